@@ -1,0 +1,53 @@
+# greenmon: two commands to know, `make demo` and `make test`.
+# Both create .venv, install the package with its test extras, and install the Debian
+# packages mosquitto and influxdb when they are missing (needs root or sudo).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+APT    := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+PYTEST_ARGS ?=
+
+.PHONY: test demo lint typecheck pytest install debs clean
+
+test: install lint typecheck pytest
+
+demo: install
+	$(VENV)/bin/greenmon services up
+	$(VENV)/bin/greenmon services status
+
+debs:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] \
+	   || ! command -v influxd >/dev/null 2>&1; then \
+	  echo "installing Debian packages mosquitto and influxdb"; \
+	  DEBIAN_FRONTEND=noninteractive $(APT) update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq mosquitto mosquitto-clients influxdb; \
+	fi
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "setuptools>=77" wheel
+	$(PIP) install -q ".[test]"
+	touch $@
+
+# The package is installed as a regular (non-editable) install, refreshed on every run, so
+# the tests exercise exactly what `pip install .` gives a user.
+install: debs $(VENV)/.deps
+	$(PIP) install -q --no-deps --no-build-isolation --force-reinstall . 2>&1 \
+	  | grep -v -i -E "warning|^ *$$|!!|\*\*\*|setuptools|packag|^ +[A-Za-z\[(]" || true
+
+lint: $(VENV)/.deps
+	$(VENV)/bin/ruff check core ingest rules aggregator dashboards simulators deploy tests
+	$(VENV)/bin/ruff format --check core ingest rules aggregator dashboards simulators deploy tests
+
+# mypy checks the installed package (the source folders are mapped into `greenmon`).
+typecheck: install
+	cd $(VENV) && bin/mypy -p greenmon
+
+pytest: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf build dist *.egg-info $(VENV)

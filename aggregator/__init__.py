@@ -1,0 +1,1 @@
+"""Aggregator stage: registers -> consumption -> standard coal, carbon and intensity."""

@@ -1,0 +1,53 @@
+"""The `greenmon` command line: one entry point, one sub-app per stage.
+
+Each command lives next to the code it drives; this module only assembles them and turns
+greenmon's own errors into readable messages (see `greenmon.cli_common`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from greenmon import __version__
+from greenmon.cli_common import run_guarded
+from greenmon.deploy.cli import services_app
+
+app = typer.Typer(
+    name="greenmon",
+    help="Streaming energy and green-manufacturing monitor: MQTT meter readings into "
+    "InfluxDB, standard coal (tce), carbon and intensity against the provincial reference.\n\n"
+    "Start here: `greenmon services up` starts a local Mosquitto and InfluxDB; every other "
+    "command finds them by itself.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(services_app, name="services")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"greenmon {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """greenmon command line."""
+
+
+def main() -> None:
+    run_guarded(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Dashboards stage: Grafana datasource, dashboards and alert rules generated from code."""

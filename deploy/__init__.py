@@ -1,0 +1,1 @@
+"""Deployment: how the real parts (Mosquitto, InfluxDB) start, locally and in production."""

@@ -1,0 +1,1 @@
+"""Ingest stage: MQTT meter readings -> InfluxDB `meter_reading`, at least once."""

@@ -1,0 +1,1 @@
+"""Rules stage: green-factory screening, efficiency classes and double-control alerts."""

@@ -1,0 +1,1 @@
+"""Simulators: a seeded fleet of factories, gateways publishing over MQTT, ground truth."""
