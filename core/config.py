@@ -53,6 +53,29 @@ def _check_url(value: str | None, schemes: tuple[str, ...], what: str) -> str | 
     return value.rstrip("/")
 
 
+class IngestSettings(BaseModel):
+    """`[ingest]` in the TOML file; env GREENMON_INGEST__<KEY>."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str = Field(default="greenmon-ingest", min_length=1, max_length=64)
+    shared_group: str | None = Field(default=None, pattern=r"^[^/+#\s]+$")
+    batch_lines: int = Field(default=5000, ge=1, le=100_000)
+    batch_age_ms: int = Field(default=200, ge=1)
+    max_inflight_writes: int = Field(default=4, ge=1, le=64)
+    receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    session_expiry_s: int = Field(default=7 * 86_400, ge=0)
+    keepalive_s: int = Field(default=30, ge=5)
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    dead_letter_file: Path | None = None
+    max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    max_readings_per_message: int = Field(default=5000, ge=1)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    metrics_port: int = Field(default=9108, ge=0, le=65_535)
+    stats_interval_s: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every setting greenmon's kernel knows; stage settings live in nested sections."""
 
@@ -83,6 +106,8 @@ class Settings(BaseSettings):
     registry: Path | None = None
     runtime_dir: Path = DEFAULT_RUNTIME_DIR
     timezone: str = "Asia/Shanghai"
+
+    ingest: IngestSettings = IngestSettings()
 
     @field_validator("mqtt_url")
     @classmethod
@@ -147,7 +172,9 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        origin = f"file {config_file}, GREENMON_* or flags" if config_file else "GREENMON_* or flags"
+        origin = (
+            f"file {config_file}, GREENMON_* or flags" if config_file else "GREENMON_* or flags"
+        )
         raise ConfigError(_format_validation_error(exc, origin)) from exc
     finally:
         _config_file.reset(token)

@@ -53,8 +53,8 @@ def test_leaf_commands_take_the_shared_options(path: list[str]) -> None:
 
 
 def test_bad_flag_is_a_readable_error(tmp_path: object) -> None:
-    from subprocess import run
     import sys
+    from subprocess import run
 
     res = run(
         [sys.executable, "-m", "greenmon.cli", "services", "status", "--mqtt-url", "http://x"],

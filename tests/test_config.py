@@ -81,7 +81,7 @@ def test_precedence_applies_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ('influx_url = "http://x:notaport"', "influx_url"),
         ('database = ""', "database"),
         ('timezone = "Mars/Olympus"', "timezone"),
-        ('no_such_key = 1', "no_such_key"),
+        ("no_such_key = 1", "no_such_key"),
         ('mqtt_url = "mqtt://user:secret@host:1883"', "mqtt_url"),
     ],
 )

@@ -1,0 +1,557 @@
+"""The registry: greenmon's master data, loaded from a directory of CSV files.
+
+This module owns reading and validating the three registry files and nothing else:
+
+- ``enterprises.csv`` — one row per enterprise (name, county, industry, land, quota, target);
+- ``meters.csv`` — one row per meter (owner, carrier, unit, kind, multiplier, rollover, role, …);
+- ``monthly.csv`` — economic statistics per enterprise and month (output value, value added, …).
+
+`load_registry` reads every file as text with Polars, checks every row with vectorised
+expressions, and either returns a typed, immutable `Registry` or raises one `RegistryError`
+listing *every* problem found (``meters.csv:7: carrier: unknown carrier 'gass'``), so a user
+can fix a whole file in one pass. Line numbers are physical lines of the file; the header is
+line 1.
+
+It also owns the list of meter carriers and their reference units, read from the packaged copy
+of ``energy_coefficients.csv`` (`carrier_units`). The coefficients themselves (kgce per unit)
+are the aggregator's business; unit arithmetic is `greenmon.units`'.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+import polars as pl
+
+from greenmon.errors import GreenmonError
+from greenmon.units import KNOWN_UNITS, is_convertible
+
+__all__ = [
+    "DEFAULT_INTERVAL_S",
+    "ENTERPRISES_FILE",
+    "KINDS",
+    "METERS_FILE",
+    "MONTHLY_FILE",
+    "ROLES",
+    "MeterInfo",
+    "Registry",
+    "RegistryError",
+    "RegistryProblem",
+    "carrier_units",
+    "load_registry",
+]
+
+ENTERPRISES_FILE: Final = "enterprises.csv"
+METERS_FILE: Final = "meters.csv"
+MONTHLY_FILE: Final = "monthly.csv"
+_FILES: Final = (ENTERPRISES_FILE, METERS_FILE, MONTHLY_FILE)
+
+ENTERPRISE_COLUMNS: Final = (
+    "enterprise_id",
+    "name",
+    "county",
+    "industry",
+    "land_area_mu",
+    "annual_quota_tce",
+    "intensity_target_tce_per_10k_yuan",
+)
+METER_COLUMNS: Final = (
+    "meter_id",
+    "enterprise_id",
+    "carrier",
+    "unit",
+    "kind",
+    "multiplier",
+    "rollover",
+    "role",
+    "raw_material",
+)
+MONTHLY_COLUMNS: Final = (
+    "enterprise_id",
+    "month",
+    "output_value_10k_yuan",
+    "value_added_10k_yuan",
+    "sales_10k_yuan",
+    "tax_10k_yuan",
+    "product_output",
+    "product_unit",
+)
+_ENTERPRISE_NUMBERS: Final = ENTERPRISE_COLUMNS[4:]
+_MONTHLY_NUMBERS: Final = MONTHLY_COLUMNS[2:7]
+
+KINDS: Final = ("register", "interval")
+ROLES: Final = ("boundary", "sub", "export", "generation")
+DEFAULT_INTERVAL_S: Final = 900
+_TRUE: Final = ("true", "1")
+_FALSE: Final = ("false", "0")
+_MONTH_PATTERN: Final = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+# Rows of energy_coefficients.csv that are a conversion basis, not something a meter measures.
+_NOT_METER_CARRIERS: Final = {"electricity_equal_value": "electricity"}
+
+_LINE: Final = "__line"  # physical line number of a row, header = 1
+_HIDDEN: Final = "__column_"  # unnamed or repeated header columns
+
+
+# --------------------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryProblem:
+    """One thing wrong with the registry: where (file, line, column) and why."""
+
+    file: str
+    line: int | None
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return (
+            f"{where}: {self.column}: {self.reason}" if self.column else f"{where}: {self.reason}"
+        )
+
+
+class RegistryError(GreenmonError):
+    """The registry is invalid; `problems` lists every problem found, one per line in str()."""
+
+    def __init__(self, problems: Iterable[RegistryProblem]) -> None:
+        self.problems: tuple[RegistryProblem, ...] = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInfo:
+    """What the ingestor and aggregator need to know about one meter."""
+
+    meter_id: str
+    enterprise_id: str
+    carrier: str
+    unit: str
+    kind: str
+    multiplier: float
+    rollover: float | None
+    role: str
+    raw_material: bool
+    interval_s: int
+
+
+_METER_INFO_FIELDS: Final = tuple(f.name for f in fields(MeterInfo))
+
+
+@dataclass(frozen=True, eq=False)
+class Registry:
+    """The validated master data. Frames are typed; `meter` is a constant-time lookup.
+
+    ``enterprises``: the required columns (``land_area_mu``, ``annual_quota_tce`` and
+    ``intensity_target_tce_per_10k_yuan`` as Float64, null when empty) plus any extra columns
+    of the file as strings. ``meters``: ``multiplier``/``rollover`` Float64 (``rollover`` null
+    = no known rollover), ``raw_material`` Boolean, ``interval_s`` Int64, ``kind``/``role``
+    lower-case. ``monthly``: ``month`` as ``YYYY-MM`` text plus ``month_start`` (Date, the
+    first day of the month); money and output Float64 (null when empty).
+    """
+
+    root: Path
+    enterprises: pl.DataFrame
+    meters: pl.DataFrame
+    monthly: pl.DataFrame
+    enterprise_ids: frozenset[str] = field(init=False)
+    _meters_by_id: Mapping[str, MeterInfo] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ids = frozenset(self.enterprises.get_column("enterprise_id").to_list())
+        index = {
+            row[0]: MeterInfo(*row) for row in self.meters.select(_METER_INFO_FIELDS).iter_rows()
+        }
+        object.__setattr__(self, "enterprise_ids", ids)
+        object.__setattr__(self, "_meters_by_id", MappingProxyType(index))
+
+    def meter(self, meter_id: str) -> MeterInfo | None:
+        """The registered meter with this id, or None."""
+        return self._meters_by_id.get(meter_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"Registry(root={str(self.root)!r}, enterprises={self.enterprises.height}, "
+            f"meters={self.meters.height}, monthly={self.monthly.height})"
+        )
+
+
+@cache
+def carrier_units() -> Mapping[str, tuple[str, ...]]:
+    """Meter carriers and their reference units, from the packaged energy_coefficients.csv.
+
+    ``heat`` has two reference units (MJ and GJ); ``electricity_equal_value`` is a conversion
+    basis, not a meter carrier, and is left out.
+    """
+    text = resources.files("greenmon").joinpath("data", "energy_coefficients.csv").read_bytes()
+    table = pl.read_csv(text, infer_schema=False, columns=["carrier", "unit"])
+    units: dict[str, tuple[str, ...]] = {}
+    for carrier, unit in table.iter_rows():
+        if carrier not in _NOT_METER_CARRIERS:
+            units[carrier] = (*units.get(carrier, ()), unit)
+    return MappingProxyType(units)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_registry(path: Path) -> Registry:
+    """Read and validate the registry directory `path`; raise `RegistryError` if anything is
+    wrong, listing every problem in all three files."""
+    root = Path(path)
+    problems: list[RegistryProblem] = []
+    frames: dict[str, pl.DataFrame | None] = {}
+    for name, required in (
+        (ENTERPRISES_FILE, ENTERPRISE_COLUMNS),
+        (METERS_FILE, METER_COLUMNS),
+        (MONTHLY_FILE, MONTHLY_COLUMNS),
+    ):
+        frames[name] = _read(root / name, required, problems)
+
+    enterprises, meters, monthly = (frames[name] for name in _FILES)
+    known_ids: pl.Series | None = None
+    if enterprises is not None and "enterprise_id" in enterprises.columns:
+        known_ids = enterprises.get_column("enterprise_id").drop_nulls().unique()
+
+    checks = _Checks()
+    if enterprises is not None and _has(enterprises, ENTERPRISE_COLUMNS):
+        _check_enterprises(checks.on(ENTERPRISES_FILE, enterprises))
+    if meters is not None and _has(meters, METER_COLUMNS):
+        _check_meters(checks.on(METERS_FILE, meters), known_ids)
+    if monthly is not None and _has(monthly, MONTHLY_COLUMNS):
+        _check_monthly(checks.on(MONTHLY_FILE, monthly), known_ids)
+    problems.extend(checks.problems())
+
+    if problems or enterprises is None or meters is None or monthly is None:
+        problems.sort(key=lambda p: (_FILES.index(p.file), p.line or 0))
+        raise RegistryError(problems)
+    return Registry(
+        root=root,
+        enterprises=_type_enterprises(enterprises),
+        meters=_type_meters(meters),
+        monthly=_type_monthly(monthly),
+    )
+
+
+def _has(df: pl.DataFrame, columns: Sequence[str]) -> bool:
+    return all(c in df.columns for c in columns)
+
+
+def _read(
+    path: Path, required: Sequence[str], problems: list[RegistryProblem]
+) -> pl.DataFrame | None:
+    """Read one file as text: stripped strings, empty -> null, blank rows dropped, a `_LINE`
+    column. Header problems (missing/duplicate columns) are appended to `problems`; None is
+    returned when the file cannot be read at all."""
+    name = path.name
+
+    def problem(line: int | None, column: str | None, reason: str) -> None:
+        problems.append(RegistryProblem(name, line, column, reason))
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        problem(None, None, f"file not found in {path.parent}")
+        return None
+    except OSError as exc:
+        problem(None, None, f"cannot read file: {exc.strerror or exc}")
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problem(line, None, "not valid UTF-8 (save the file as UTF-8 CSV)")
+        return None
+
+    header = [n.strip() for n in next(csv.reader(io.StringIO(text)), [])]
+
+    def clean_names(names: list[str]) -> list[str]:
+        # Polars has already renamed duplicates; name columns after the real header instead,
+        # and give unnamed or repeated columns a private name (dropped below).
+        out: list[str] = []
+        for i, polars_name in enumerate(names):
+            name = header[i] if i < len(header) else polars_name.strip()
+            out.append(name if name and name not in out else f"{_HIDDEN}{i}")
+        return out
+
+    try:
+        raw = pl.read_csv(
+            data,
+            infer_schema=False,
+            with_column_names=clean_names,
+            row_index_name=_LINE,
+            raise_if_empty=True,
+        )
+    except pl.exceptions.NoDataError:
+        problem(None, None, "file is empty (expected a header line)")
+        return None
+    except pl.exceptions.PolarsError as exc:
+        ragged = _ragged_line(text)
+        if ragged is not None:
+            problem(ragged, None, "more fields than columns in the header")
+        else:
+            problem(None, None, f"cannot parse CSV: {str(exc).splitlines()[0]}")
+        return None
+
+    # Physical line numbers: the header is line 1; quoted values may span several lines.
+    values = [c for c in raw.columns if c != _LINE]
+    newlines = pl.sum_horizontal(pl.col(c).str.count_matches("\n").fill_null(0) for c in values)
+    spread = newlines.cum_sum().shift(1, fill_value=0)
+    df = raw.with_columns(
+        (pl.col(_LINE).cast(pl.Int64) + 2 + spread).alias(_LINE),
+        *(pl.col(c).str.strip_chars().replace("", None) for c in values),
+    ).filter(pl.any_horizontal(pl.col(c).is_not_null() for c in values))
+
+    seen: set[str] = set()
+    for column in header:
+        if column and column in seen:
+            problem(1, column, "duplicate column")
+        seen.add(column)
+    hidden = [c for c in values if c.startswith(_HIDDEN)]
+    for column in hidden:
+        position = int(column.removeprefix(_HIDDEN))
+        unnamed = position >= len(header) or not header[position]
+        if unnamed and df.get_column(column).count():
+            problem(1, None, f"column {position + 1} has values but no name in the header")
+    df = df.drop(hidden)
+    for column in required:
+        if column not in df.columns:
+            problem(1, column, "missing required column")
+    return df
+
+
+def _ragged_line(text: str) -> int | None:
+    """Physical line of the first row with more fields than the header (slow path, only used
+    when Polars refuses the file)."""
+    reader = csv.reader(io.StringIO(text))
+    width: int | None = None
+    for row in reader:
+        if width is None:
+            width = len(row)
+        elif len(row) > width:
+            return reader.line_num
+    return None
+
+
+# --------------------------------------------------------------------------- row checks
+
+
+class _Checks:
+    """Collects problem rows as small frames (vectorised), converted to objects at the end."""
+
+    def __init__(self) -> None:
+        self._frames: list[pl.DataFrame] = []
+
+    def on(self, file: str, df: pl.DataFrame) -> _FileChecks:
+        return _FileChecks(self, file, df)
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self._frames.append(frame)
+
+    def problems(self) -> list[RegistryProblem]:
+        return [
+            RegistryProblem(*row)
+            for frame in self._frames
+            for row in frame.select("file", "line", "column", "reason").iter_rows()
+        ]
+
+
+class _FileChecks:
+    def __init__(self, sink: _Checks, file: str, df: pl.DataFrame) -> None:
+        self.sink, self.file, self.df = sink, file, df
+
+    def flag(self, bad: pl.Expr, column: str | None, reason: pl.Expr | str) -> None:
+        """Report every row where `bad` is true (the reason is computed over the whole file
+        first, so window expressions such as ``.over()`` see every row)."""
+        why = pl.lit(reason) if isinstance(reason, str) else reason
+        self.sink.add(
+            self.df.select(
+                pl.lit(self.file).alias("file"),
+                pl.col(_LINE).alias("line"),
+                pl.lit(column, dtype=pl.String).alias("column"),
+                why.cast(pl.String).alias("reason"),
+                bad.fill_null(False).alias("__bad"),
+            )
+            .filter(pl.col("__bad"))
+            .drop("__bad")
+        )
+
+    def required(self, column: str) -> None:
+        self.flag(pl.col(column).is_null(), column, "required value is empty")
+
+    def unique(self, columns: Sequence[str], what: pl.Expr) -> None:
+        """Flag every repeat of a key after its first line, naming that first line."""
+        first = pl.col(_LINE).min().over(columns)
+        present = pl.all_horizontal(pl.col(c).is_not_null() for c in columns)
+        reason = pl.format("duplicate {} (first on line {})", what, first)
+        self.flag(present & (pl.col(_LINE) != first), columns[-1], reason)
+
+    def known_enterprise(self, known_ids: pl.Series | None) -> None:
+        if known_ids is None:  # enterprises.csv itself is unusable: reported there
+            return
+        value = pl.col("enterprise_id")
+        reason = pl.format("unknown enterprise '{}' (not in {})", value, pl.lit(ENTERPRISES_FILE))
+        self.flag(value.is_not_null() & ~value.is_in(known_ids.implode()), "enterprise_id", reason)
+
+    def number(self, column: str, *, positive: bool = False) -> None:
+        """Empty is allowed; otherwise a finite number, >= 0 (or > 0 when `positive`)."""
+        text, value = pl.col(column), _number(column)
+        not_number = text.is_not_null() & (value.is_null() | ~value.is_finite())
+        self.flag(not_number, column, pl.format("not a number: '{}'", text))
+        too_small = (value <= 0) if positive else (value < 0)
+        bound = "> 0" if positive else ">= 0"
+        self.flag(too_small, column, pl.format(f"must be {bound}, got {{}}", text))
+
+    def choice(self, column: str, allowed: Sequence[str], *, fold_case: bool = True) -> None:
+        value = pl.col(column).str.to_lowercase() if fold_case else pl.col(column)
+        expected = " or ".join(", ".join(allowed).rsplit(", ", 1))
+        reason = pl.format(f"must be {expected}, got '{{}}'", pl.col(column))
+        self.flag(pl.col(column).is_not_null() & ~value.is_in(allowed), column, reason)
+
+
+def _number(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Float64, strict=False)
+
+
+def _check_enterprises(c: _FileChecks) -> None:
+    for column in ("enterprise_id", "name", "county", "industry"):
+        c.required(column)
+    c.unique(["enterprise_id"], pl.format("enterprise_id '{}'", pl.col("enterprise_id")))
+    for column in _ENTERPRISE_NUMBERS:
+        c.number(column)
+
+
+def _check_meters(c: _FileChecks, known_ids: pl.Series | None) -> None:
+    for column in ("meter_id", "enterprise_id", "carrier", "unit", "kind", "role", "raw_material"):
+        c.required(column)
+    c.unique(["meter_id"], pl.format("meter_id '{}'", pl.col("meter_id")))
+    c.known_enterprise(known_ids)
+
+    units = carrier_units()
+    carrier, unit = pl.col("carrier"), pl.col("unit")
+    known_carrier = carrier.is_in(list(units))
+    for basis, use in _NOT_METER_CARRIERS.items():
+        reason = f"unknown carrier '{basis}': a conversion basis, not a meter carrier (use '{use}')"
+        c.flag(carrier == basis, "carrier", reason)
+    c.flag(
+        carrier.is_not_null() & ~known_carrier & ~carrier.is_in(list(_NOT_METER_CARRIERS)),
+        "carrier",
+        pl.format("unknown carrier '{}'", carrier),
+    )
+
+    known_units = sorted(KNOWN_UNITS)
+    c.flag(
+        unit.is_not_null() & ~unit.is_in(known_units),
+        "unit",
+        pl.format(f"unknown unit '{{}}' (known: {', '.join(known_units)})", unit),
+    )
+    allowed_pairs = [
+        f"{name}\t{u}"
+        for name, refs in units.items()
+        for u in known_units
+        if any(is_convertible(u, ref) for ref in refs)
+    ]
+    references = {name: " or ".join(refs) for name, refs in units.items()}
+    c.flag(
+        known_carrier
+        & unit.is_in(known_units)
+        & ~pl.concat_str(carrier, pl.lit("\t"), unit).is_in(allowed_pairs),
+        "unit",
+        pl.format(
+            "unit '{}' cannot be converted to {} (reference unit of '{}')",
+            unit,
+            carrier.replace_strict(references, default=None, return_dtype=pl.String),
+            carrier,
+        ),
+    )
+
+    c.choice("kind", KINDS)
+    c.choice("role", ROLES)
+    flag = pl.col("raw_material").str.to_lowercase()
+    c.flag(
+        pl.col("raw_material").is_not_null() & ~flag.is_in([*_TRUE, *_FALSE]),
+        "raw_material",
+        pl.format("must be true or false (or 1/0), got '{}'", pl.col("raw_material")),
+    )
+    c.number("multiplier", positive=True)
+    c.number("rollover", positive=True)
+    if "interval_s" in c.df.columns:
+        seconds = _number("interval_s")
+        whole = seconds.is_finite() & (seconds == seconds.floor()) & (seconds > 0)
+        c.flag(
+            pl.col("interval_s").is_not_null() & ~whole.fill_null(False),
+            "interval_s",
+            pl.format("must be a whole number of seconds > 0, got '{}'", pl.col("interval_s")),
+        )
+
+
+def _check_monthly(c: _FileChecks, known_ids: pl.Series | None) -> None:
+    c.required("enterprise_id")
+    c.required("month")
+    c.known_enterprise(known_ids)
+    month = pl.col("month")
+    c.flag(
+        month.is_not_null() & ~month.str.contains(_MONTH_PATTERN),
+        "month",
+        pl.format("bad month '{}' (expected YYYY-MM, e.g. 2025-06)", month),
+    )
+    c.unique(
+        ["enterprise_id", "month"],
+        pl.format("month '{}' for enterprise '{}'", month, pl.col("enterprise_id")),
+    )
+    for column in _MONTHLY_NUMBERS:
+        c.number(column)
+
+
+# --------------------------------------------------------------------------- typing
+
+
+def _extras(df: pl.DataFrame, *known: str) -> list[str]:
+    return [c for c in df.columns if c != _LINE and c not in known]
+
+
+def _type_enterprises(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(
+        *ENTERPRISE_COLUMNS[:4],
+        *(pl.col(c).cast(pl.Float64) for c in _ENTERPRISE_NUMBERS),
+        *_extras(df, *ENTERPRISE_COLUMNS),
+    )
+
+
+def _type_meters(df: pl.DataFrame) -> pl.DataFrame:
+    interval = (
+        pl.col("interval_s").cast(pl.Float64).cast(pl.Int64)
+        if "interval_s" in df.columns
+        else pl.lit(None, dtype=pl.Int64)
+    )
+    return df.select(
+        *METER_COLUMNS[:4],
+        pl.col("kind").str.to_lowercase(),
+        pl.col("multiplier").cast(pl.Float64).fill_null(1.0),
+        pl.col("rollover").cast(pl.Float64),
+        pl.col("role").str.to_lowercase(),
+        pl.col("raw_material").str.to_lowercase().is_in(_TRUE).alias("raw_material"),
+        interval.fill_null(DEFAULT_INTERVAL_S).alias("interval_s"),
+        *_extras(df, *METER_COLUMNS, "interval_s"),
+    )
+
+
+def _type_monthly(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(
+        "enterprise_id",
+        "month",
+        pl.col("month").str.to_date("%Y-%m").alias("month_start"),
+        *(pl.col(c).cast(pl.Float64) for c in _MONTHLY_NUMBERS),
+        "product_unit",
+        *_extras(df, *MONTHLY_COLUMNS),
+    )
