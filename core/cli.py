@@ -13,6 +13,7 @@ import typer
 from greenmon import __version__
 from greenmon.cli_common import run_guarded
 from greenmon.deploy.cli import services_app
+from greenmon.ingest.cli import register as register_ingest
 
 app = typer.Typer(
     name="greenmon",
@@ -25,6 +26,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(services_app, name="services")
+register_ingest(app)
 
 
 def _version(value: bool) -> None:

@@ -20,11 +20,16 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from greenmon.config import ServicesState, read_services_state, services_state_path
 from greenmon.errors import ServicesError
+
+if TYPE_CHECKING:
+    from greenmon.deploy.broker_auth import BrokerAuthFiles
+    from greenmon.deploy.tls import TlsFiles
 
 SERVICES = ("mosquitto", "influxd")
 _BINARIES = {"mosquitto": "mosquitto", "influxd": "influxd"}
@@ -71,6 +76,14 @@ def _pid_alive(pid: int, binary: str | None = None) -> bool:
         return False
 
 
+def _conf_path(path: Path) -> str:
+    """An absolute path for mosquitto.conf (which runs with cwd = its own directory)."""
+    text = str(path.resolve())
+    if not path.is_file() or any(ch in text for ch in "\r\n"):
+        raise ServicesError(f"{path} is not a file mosquitto.conf can name")
+    return text
+
+
 def _template(name: str) -> str:
     return resources.files("greenmon.deploy").joinpath("templates", name).read_text("utf-8")
 
@@ -84,11 +97,31 @@ class _Proc:
 
 
 class LocalServices:
-    """Mosquitto + influxd under `runtime_dir`; ports are chosen once and kept on restart."""
+    """Mosquitto + influxd under `runtime_dir`; ports are chosen once and kept on restart.
 
-    def __init__(self, runtime_dir: Path, *, startup_timeout: float = 30.0) -> None:
+    By default Mosquitto has one anonymous plain listener. With `broker_auth` (from
+    `greenmon.deploy.broker_auth.write_broker_auth`) it refuses anonymous clients and applies
+    that password file and ACL; with `tls` (from `greenmon.deploy.tls.create_dev_tls`) the one
+    listener speaks MQTT over TLS (`mqtts://`), requiring a client certificate only when
+    `require_client_certificate` is set.
+    """
+
+    def __init__(
+        self,
+        runtime_dir: Path,
+        *,
+        startup_timeout: float = 30.0,
+        broker_auth: BrokerAuthFiles | None = None,
+        tls: TlsFiles | None = None,
+        require_client_certificate: bool = False,
+    ) -> None:
+        if require_client_certificate and tls is None:
+            raise ServicesError("require_client_certificate needs TLS files (tls=...)")
         self.runtime_dir = runtime_dir.resolve()
         self.startup_timeout = startup_timeout
+        self.broker_auth = broker_auth
+        self.tls = tls
+        self.require_client_certificate = require_client_certificate
         self._procs: dict[str, _Proc] = {}
         self._rpc_port: int | None = None
         state = read_services_state(self.runtime_dir)
@@ -101,7 +134,8 @@ class LocalServices:
     # -- public --------------------------------------------------------------------------
     @property
     def mqtt_url(self) -> str:
-        return f"mqtt://127.0.0.1:{self._proc('mosquitto').port}"
+        scheme = "mqtts" if self.tls is not None else "mqtt"
+        return f"{scheme}://127.0.0.1:{self._proc('mosquitto').port}"
 
     @property
     def influx_url(self) -> str:
@@ -170,7 +204,9 @@ class LocalServices:
         conf = self._write_config(name, proc.port)
         log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         try:
-            argv = [binary, "-c", str(conf)] if name == "mosquitto" else [binary, "-config", str(conf)]
+            argv = (
+                [binary, "-c", str(conf)] if name == "mosquitto" else [binary, "-config", str(conf)]
+            )
             proc.popen = subprocess.Popen(
                 argv,
                 stdout=log,
@@ -239,6 +275,7 @@ class LocalServices:
                 port=port,
                 data_dir=f"{workdir / 'data'}/",
                 user=pwd.getpwuid(os.getuid()).pw_name,
+                security=self._mosquitto_security(),
             )
             path = workdir / "mosquitto.conf"
         else:
@@ -250,6 +287,30 @@ class LocalServices:
             path = workdir / "influxdb.conf"
         path.write_text(text, encoding="utf-8")
         return path
+
+    def _mosquitto_security(self) -> str:
+        """The lines after `listener`: anonymous by default, else password/ACL and/or TLS."""
+        if self.broker_auth is None and self.tls is None:
+            return "allow_anonymous true"
+        lines: list[str] = []
+        if self.broker_auth is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += [
+                "# Authentication and ACL from greenmon.deploy.broker_auth.",
+                "allow_anonymous false",
+                f"password_file {_conf_path(self.broker_auth.passwd)}",
+                f"acl_file {_conf_path(self.broker_auth.acl)}",
+            ]
+        if self.tls is not None:
+            lines += [
+                "# TLS on this listener (throwaway dev certificates from greenmon.deploy.tls).",
+                f"cafile {_conf_path(self.tls.ca_cert)}",
+                f"certfile {_conf_path(self.tls.server_cert)}",
+                f"keyfile {_conf_path(self.tls.server_key)}",
+                f"require_certificate {str(self.require_client_certificate).lower()}",
+            ]
+        return "\n".join(lines)
 
     def _answers(self, name: str) -> bool:
         port = self._proc(name).port

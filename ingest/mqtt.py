@@ -1,0 +1,181 @@
+"""The MQTT side of the ingestor: connection life, subscription, manual acknowledgements.
+
+Owns one paho-mqtt 2.x client (MQTT 5, `manual_ack=True`, persistent session with a fixed
+client id and a session expiry, a receive-maximum that bounds what the broker sends before we
+acknowledge). This thread alone touches the client: acknowledgements from writer threads are
+queued and sent here. Reconnection is ours, forever, with capped exponential backoff and
+jitter; each state change is logged once. An acknowledgement carries the connection
+generation it was received on: a message received before a reconnect is redelivered by the
+broker with the same packet id, so an ack from the old connection is dropped rather than
+risking acknowledging a different message that reuses the id.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from greenmon.config import Settings
+
+log = logging.getLogger("greenmon.ingest.mqtt")
+
+AckToken = tuple[int, int]  # (connection generation, packet id)
+OnMessage = Callable[[str, bytes, AckToken | None], None]
+
+
+def subscription_topic(prefix: str, shared_group: str | None) -> str:
+    topic = f"{prefix}/+/+/readings"
+    return f"$share/{shared_group}/{topic}" if shared_group else topic
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Capped exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * (2 ** min(attempt, 20))))
+
+
+class MqttConsumer:
+    def __init__(self, settings: Settings, on_message: OnMessage) -> None:
+        assert settings.mqtt_url is not None
+        url = urlsplit(settings.mqtt_url)
+        self.host = url.hostname or "127.0.0.1"
+        self.tls = url.scheme == "mqtts"
+        self.port = url.port or (8883 if self.tls else 1883)
+        ing = settings.ingest
+        self.settings = settings
+        self.topic = subscription_topic(settings.mqtt_topic_prefix, ing.shared_group)
+        self._on_message_cb = on_message
+        self._acks: queue.SimpleQueue[AckToken] = queue.SimpleQueue()
+        self.generation = 0
+        self.connected = threading.Event()
+        self.on_state: Callable[[bool], None] | None = None
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=ing.client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
+        if settings.mqtt_username:
+            pw = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+            self.client.username_pw_set(settings.mqtt_username, pw)
+        if self.tls:
+            self.client.tls_set(
+                ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
+                certfile=str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None,
+                keyfile=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.max_inflight_messages_set(1000)
+
+    # -- callbacks (network thread) ------------------------------------------------------
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None
+    ) -> None:
+        if rc.is_failure:
+            log.error("broker refused the connection: %s", rc)
+            return
+        present = getattr(flags, "session_present", False)
+        log.warning("connected to %s:%d (session present: %s)", self.host, self.port, present)
+        client.subscribe(self.topic, qos=1)
+        self.connected.set()
+        if self.on_state:
+            self.on_state(True)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None
+    ) -> None:
+        if self.connected.is_set():
+            log.warning("disconnected from broker: %s", rc)
+        self.connected.clear()
+        if self.on_state:
+            self.on_state(False)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        token = (self.generation, msg.mid) if msg.qos > 0 else None
+        self._on_message_cb(msg.topic, bytes(msg.payload), token)
+
+    # -- any thread ----------------------------------------------------------------------
+    def ack(self, token: AckToken | None) -> None:
+        if token is not None:
+            self._acks.put(token)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.settings.ingest.session_expiry_s
+        props.ReceiveMaximum = self.settings.ingest.receive_maximum
+        return props
+
+    def _send_acks(self) -> None:
+        while True:
+            try:
+                gen, mid = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            if gen == self.generation:
+                self.client.ack(mid, 1)
+
+    def run(
+        self, stop: threading.Event, tick: Callable[[], None], drain: Callable[[], object]
+    ) -> None:
+        """Run until `stop` is set; then `drain` (flush + wait writes), send acks, disconnect."""
+        attempt = 0
+        first = True
+        while not stop.is_set():
+            try:
+                if first:
+                    self.client.connect(
+                        self.host,
+                        self.port,
+                        keepalive=self.settings.ingest.keepalive_s,
+                        clean_start=False,
+                        properties=self._connect_properties(),
+                    )
+                    first = False
+                else:
+                    self.client.reconnect()
+                self.generation += 1
+            except (OSError, ssl.SSLError) as exc:
+                delay = backoff_delay(attempt)
+                if attempt == 0:
+                    log.warning(
+                        "cannot reach broker %s:%d (%s); retrying", self.host, self.port, exc
+                    )
+                attempt += 1
+                stop.wait(delay)
+                continue
+            attempt = 0
+            while not stop.is_set():
+                rc = self.client.loop(timeout=0.005)
+                self._send_acks()
+                tick()
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+            if not stop.is_set():
+                stop.wait(backoff_delay(0))
+        # Graceful shutdown: messages not yet handed over stay unacked (the broker keeps
+        # them for our session); everything handed over is written, then acknowledged.
+        drain()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            self._send_acks()
+            if self.client.loop(timeout=0.01) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+            if self._acks.empty() and not self.client.want_write():
+                break
+        self.client.disconnect()
+        self.client.loop(timeout=0.1)

@@ -1,0 +1,253 @@
+"""From decoded messages to durable points, and only then acknowledgements.
+
+Owns batching (by size and age), the bounded pool of concurrent InfluxDB writes
+(backpressure: when every write slot is busy, `handle` blocks the network thread, so the
+broker's receive-maximum stops sending), the fallback to the on-disk spool when InfluxDB is
+unreachable or failing, the replay of the spool once it answers again, and the rule that a
+message is acknowledged only after every reading in it is durable (written, or spooled and
+fsynced) and its dead letters are fsynced.
+
+Lifecycle: construct, `handle` / `tick` from the network thread, `drain` on shutdown, `close`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from greenmon.influx import InfluxClient, InfluxError, InfluxWriteError
+from greenmon.ingest.codec import DecodeLimits, MeterLookup, decode
+from greenmon.ingest.deadletter import DeadLetterSink
+from greenmon.ingest.errors import SpoolFullError
+from greenmon.ingest.metrics import IngestMetrics
+from greenmon.ingest.spool import Spool
+from greenmon.lineprotocol import escape_measurement, escape_tag
+
+log = logging.getLogger("greenmon.ingest")
+
+MEASUREMENT = "meter_reading"
+AckToken = Any  # opaque to the pipeline: handed back to `ack` once durable
+
+
+@dataclass
+class _Batch:
+    lines: list[str] = field(default_factory=list)
+    tokens: list[AckToken] = field(default_factory=list)
+    started: float = 0.0
+    max_ts_ns: int = 0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        registry: MeterLookup,
+        client: InfluxClient,
+        spool: Spool,
+        dead_letters: DeadLetterSink,
+        metrics: IngestMetrics,
+        ack: Callable[[AckToken], None],
+        *,
+        limits: DecodeLimits = DecodeLimits(),
+        batch_lines: int = 5000,
+        batch_age_s: float = 0.2,
+        max_inflight_writes: int = 4,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.registry = registry
+        self.client = client
+        self.spool = spool
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self._ack = ack
+        self.limits = limits
+        self.batch_lines = batch_lines
+        self.batch_age_s = batch_age_s
+        self._clock_ms = clock_ms
+        self._batch = _Batch()
+        self._series: dict[str, str] = {}
+        self._slots = threading.BoundedSemaphore(max_inflight_writes)
+        self._max_inflight = max_inflight_writes
+        self._pool = ThreadPoolExecutor(max_inflight_writes, thread_name_prefix="influx-write")
+        self._influx_down = threading.Event()
+        self._stop = threading.Event()
+        self._replayer = threading.Thread(
+            target=self._replay_loop, name="spool-replay", daemon=True
+        )
+        self._replayer.start()
+
+    # -- network thread ------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes, token: AckToken) -> None:
+        """Decode one message and add its readings to the current batch. Never raises for
+        bad input: rejections go to the dead letters."""
+        self.metrics.messages.inc()
+        out = decode(topic, payload, self.registry, self._clock_ms(), self.limits)
+        if out.rejections:
+            self.dead_letters.add(topic, payload, out.rejections)
+            for rej in out.rejections:
+                self.metrics.rejected.labels(rej.reason.value).inc()
+        b = self._batch
+        if not b.tokens:
+            b.started = time.monotonic()
+        for r in out.readings:
+            prefix = self._series.get(r.meter)
+            if prefix is None:
+                prefix = self._series[r.meter] = (
+                    f"{escape_measurement(MEASUREMENT)},carrier={escape_tag(r.carrier)},"
+                    f"enterprise={escape_tag(r.enterprise)},meter={escape_tag(r.meter)} value="
+                )
+            b.lines.append(f"{prefix}{r.value!r} {r.ts_ns}")
+            if r.ts_ns > b.max_ts_ns:
+                b.max_ts_ns = r.ts_ns
+        self.metrics.readings.inc(len(out.readings))
+        b.tokens.append(token)
+        if len(b.lines) >= self.batch_lines:
+            self._flush()
+
+    def tick(self) -> None:
+        """Flush the batch once it is old enough (called every loop iteration)."""
+        b = self._batch
+        if b.tokens and time.monotonic() - b.started >= self.batch_age_s:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, _Batch()
+        if not batch.tokens:
+            return
+        # Backpressure: wait for a free write slot; meanwhile the broker holds the rest.
+        if not self._slots.acquire(blocking=False):
+            self.metrics.backpressure.inc()
+            self._slots.acquire()
+        self.metrics.inflight.inc()
+        self._pool.submit(self._write, batch)
+
+    # -- writer threads ------------------------------------------------------------------
+    def _write(self, batch: _Batch) -> None:
+        try:
+            self.dead_letters.flush()
+            if batch.lines:
+                self._make_durable(batch)
+            for token in batch.tokens:
+                self._ack(token)
+        except BaseException:  # pragma: no cover - a bug: never ack, log loudly
+            log.exception("write of a batch of %d lines failed; not acknowledged", len(batch.lines))
+        finally:
+            self.metrics.inflight.dec()
+            self._slots.release()
+
+    def _make_durable(self, batch: _Batch) -> None:
+        backoff = 0.1
+        while True:
+            if not self._influx_down.is_set():
+                t0 = time.perf_counter()
+                try:
+                    self.client.write_batch(batch.lines)
+                except InfluxWriteError as exc:
+                    # InfluxDB refused a line for good (400): keep it as a dead letter; the
+                    # other lines of the batch were written (1.x writes them, "partial write").
+                    self.dead_letters.add_raw(
+                        "influx_rejected", str(exc), MEASUREMENT, getattr(exc, "line", None) or ""
+                    )
+                    self.dead_letters.flush()
+                    self.metrics.rejected.labels("influx_rejected").inc()
+                    return
+                except InfluxError as exc:
+                    if not self._influx_down.is_set():
+                        log.warning("InfluxDB unavailable (%s): spooling to disk", exc)
+                    self._influx_down.set()
+                else:
+                    self.metrics.write_latency.observe(time.perf_counter() - t0)
+                    self.metrics.written.inc(len(batch.lines))
+                    self.metrics.lag.set(max(0.0, time.time() - batch.max_ts_ns / 1e9))
+                    return
+            try:
+                self.spool.append(_encode(batch.lines))
+            except SpoolFullError as exc:
+                # Never drop: hold the batch (and its acks) until InfluxDB or the spool has room.
+                log.error("spool full (%s): holding %d lines", exc, len(batch.lines))
+                self._influx_down.clear()  # try InfluxDB again on the next round
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self.metrics.spooled.inc(len(batch.lines))
+            self._spool_gauges()
+            return
+
+    # -- replay thread -------------------------------------------------------------------
+    def _replay_loop(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            rec = self.spool.peek()
+            if rec is None:
+                if self._influx_down.is_set() and self._probe():
+                    log.warning("InfluxDB answers again")
+                    self._influx_down.clear()
+                self._stop.wait(0.2)
+                continue
+            try:
+                self.client.write_batch(_decode_lines(rec.payload))
+            except InfluxWriteError as exc:
+                self.dead_letters.add_raw("influx_rejected", str(exc), MEASUREMENT, "")
+                self.dead_letters.flush()
+            except InfluxError:
+                self._influx_down.set()
+                self._stop.wait(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self.spool.commit(rec)
+            self.metrics.replayed.inc()
+            self._spool_gauges()
+            if self._influx_down.is_set():
+                log.warning("InfluxDB answers again; replaying the spool")
+                self._influx_down.clear()
+            backoff = 0.2
+
+    def _probe(self) -> bool:
+        try:
+            self.client.ping()
+        except InfluxError:
+            return False
+        return True
+
+    def _spool_gauges(self) -> None:
+        self.metrics.spool_depth.set(self.spool.depth_records)
+        self.metrics.spool_bytes.set(self.spool.depth_bytes)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Flush the open batch and wait until every write finished (acks queued)."""
+        self._flush()
+        deadline = time.monotonic() + timeout
+        taken = 0
+        while taken < self._max_inflight and time.monotonic() < deadline:
+            if self._slots.acquire(timeout=0.1):
+                taken += 1
+        for _ in range(taken):
+            self._slots.release()
+        return taken == self._max_inflight
+
+    def spool_empty(self) -> bool:
+        return self.spool.depth_records == 0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._replayer.join(timeout=10)
+        self._pool.shutdown(wait=True)
+        self.dead_letters.close()
+        self.spool.close()
+
+
+def _encode(lines: list[str]) -> bytes:
+    return "\n".join(lines).encode("utf-8")
+
+
+def _decode_lines(payload: bytes) -> list[str]:
+    return payload.decode("utf-8").split("\n")
+
+
+__all__ = ["MEASUREMENT", "Pipeline"]

@@ -1,0 +1,139 @@
+"""Ingest test helpers: run `greenmon ingest` as a real process, publish, count points."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from greenmon.influx import InfluxClient
+from greenmon.ingest.codec import encode_batch, topic_for
+
+REGISTRY = Path(__file__).parent.parent / "data" / "registry"
+GREENMON = shutil.which("greenmon", path=str(Path(sys.executable).parent)) or "greenmon"
+E1_METERS = ["E0001-EL-MAIN", "E0001-EL-WELD", "E0001-NG-MAIN"]
+BASE_MS = 1_748_736_000_000  # 2025-06-01T00:00:00Z
+
+
+@dataclass
+class IngestProc:
+    args: list[str]
+    runtime: Path
+    proc: subprocess.Popen[str] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.runtime / "ingest.log"
+
+    def start(self) -> IngestProc:
+        self.runtime.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("a")
+        self.proc = subprocess.Popen(
+            [GREENMON, "ingest", *self.args, "--json"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ},
+        )
+        out.close()
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> dict[str, object]:
+        """SIGTERM, expect exit 0, return the --json summary."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(60)
+        text = self.log.read_text()
+        assert rc == 0, text
+        start = text.rfind("\n{\n")
+        return json.loads(text[start:]) if start >= 0 else {}
+
+
+def ingest_args(mqtt_url: str, influx_url: str, database: str, runtime: Path,
+                *extra: str) -> list[str]:  # fmt: skip
+    return [
+        "--mqtt-url", mqtt_url, "--influx-url", influx_url, "--database", database,
+        "--registry", str(REGISTRY), "--runtime-dir", str(runtime), "--metrics-port", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+class Publisher:
+    """A QoS 1 gateway: knows which messages the broker acknowledged (PUBACK)."""
+
+    def __init__(self, mqtt_url: str, client_id: str = "test-gw") -> None:
+        host, port = mqtt_url.split("//")[1].split(":")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+        )
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)
+        self.sent: dict[int, paho.MQTTMessageInfo] = {}
+        self.client.connect(host, int(port), clean_start=False)
+        self.client.loop_start()
+
+    @property
+    def acked(self) -> set[int]:
+        return {seq for seq, info in list(self.sent.items()) if info.is_published()}
+
+    def publish(self, seq: int, topic: str, payload: bytes) -> None:
+        self.sent[seq] = self.client.publish(topic, payload, qos=1)
+
+    def wait_acked(self, n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def message(seq: int, per_msg: int) -> tuple[str, bytes, list[tuple[str, int, float]]]:
+    """Message `seq`: `per_msg` readings of E0001 meters, unique (meter, ts) per reading."""
+    readings = []
+    expected = []
+    for k in range(per_msg):
+        n = seq * per_msg + k
+        meter = E1_METERS[n % len(E1_METERS)]
+        ts = BASE_MS + n * 1000
+        value = round(n * 0.5 + 0.25, 3)
+        readings.append({"meter": meter, "value": value, "ts": ts})
+        expected.append((meter, ts * 1_000_000, value))
+    return topic_for("E0001", "gw-01"), encode_batch("gw-01", BASE_MS, readings), expected
+
+
+def stored(influx_url: str, database: str) -> set[tuple[str, int, float]]:
+    with InfluxClient(influx_url, database) as c:
+        df = c.query('SELECT "value" FROM "meter_reading" GROUP BY "meter"')
+    if df.is_empty():
+        return set()
+    return set(zip(df["meter"].to_list(), df["time"].to_list(), df["value"].to_list(),
+                   strict=True))  # fmt: skip
+
+
+def wait_stored(influx_url: str, database: str, n: int, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        with InfluxClient(influx_url, database) as c:
+            df = c.query('SELECT COUNT("value") FROM "meter_reading"')
+        count = int(df["count"][0]) if not df.is_empty() else 0
+        if count >= n:
+            return count
+        time.sleep(0.25)
+    return count
