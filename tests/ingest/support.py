@@ -91,6 +91,10 @@ class Publisher:
         return {seq for seq, info in list(self.sent.items()) if info.is_published()}
 
     def publish(self, seq: int, topic: str, payload: bytes) -> None:
+        # Like a gateway that buffers while offline: wait for the connection to come back.
+        deadline = time.monotonic() + 30
+        while not self.client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)
         self.sent[seq] = self.client.publish(topic, payload, qos=1)
 
     def wait_acked(self, n: int, timeout: float = 60) -> None:

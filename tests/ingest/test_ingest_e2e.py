@@ -96,3 +96,61 @@ def test_influxdb_down_then_back_spools_and_drains(
     summary = ing.stop()  # type: ignore[attr-defined]
     assert summary["spooled"] > 0, summary
     assert summary["spool_depth"] == 0, summary
+
+
+def test_broker_restart_loses_no_qos1_message(
+    own_services: Callable[..., LocalServices],
+    database: str,
+    start_ingest: Callable[..., object],
+) -> None:
+    svc = own_services()
+    ing = start_ingest(svc.mqtt_url, svc.influx_url, database, "--client-id", database)
+    time.sleep(1.0)
+    pub = Publisher(svc.mqtt_url, client_id="gw-" + database)
+    try:
+        expected = _stream(pub, 0, 150, per_msg=4)
+        pub.wait_acked(150)
+        svc.restart("mosquitto")  # clean restart: persistence saves the sessions
+        # The gateway's and the ingestor's sessions survive; both reconnect by themselves.
+        expected |= _stream(pub, 150, 150, per_msg=4, pause_every=25, pause_s=0.05)
+        pub.wait_acked(300, timeout=90)
+        assert len(pub.acked) == 300
+        acked = set()
+        for seq in pub.acked:
+            acked |= set(message(seq, 4)[2])
+        assert wait_stored(svc.influx_url, database, len(acked)) >= len(acked)
+        assert acked <= stored(svc.influx_url, database)
+        assert acked == expected
+    finally:
+        pub.close()
+    ing.stop()  # type: ignore[attr-defined]
+
+
+def test_shared_group_splits_the_stream_and_survives_a_kill(
+    services: LocalServices, database: str, start_ingest: Callable[..., object], tmp_path: Path
+) -> None:
+    def start(name: str) -> object:
+        return start_ingest(
+            services.mqtt_url, services.influx_url, database,
+            "--client-id", f"{database}-{name}", "--shared-group", database,
+            runtime=tmp_path / name,
+        )  # fmt: skip
+
+    a, b = start("a"), start("b")
+    time.sleep(1.0)
+    pub = Publisher(services.mqtt_url, client_id="gw-" + database)
+    try:
+        expected = _stream(pub, 0, 200, per_msg=5, pause_every=20, pause_s=0.02)
+        b.kill9()  # type: ignore[attr-defined]
+        expected |= _stream(pub, 200, 200, per_msg=5, pause_every=20, pause_s=0.02)
+        pub.wait_acked(400)
+        b = start("b")  # its persistent session gets back what it had not acknowledged
+        assert wait_stored(services.influx_url, database, len(expected)) == len(expected)
+        assert stored(services.influx_url, database) == expected
+    finally:
+        pub.close()
+    sa = a.stop()  # type: ignore[attr-defined]
+    sb = b.stop()  # type: ignore[attr-defined]
+    # The stream was split: `a` took a share, and not all of it.
+    assert 0 < sa["received"] < len(expected)
+    assert sb["rejected"] == 0
