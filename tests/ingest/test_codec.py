@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from greenmon.ingest.codec import (
     DecodeLimits,
@@ -321,3 +323,15 @@ def test_parse_ts(raw: object, ms: int | None) -> None:
 
 def test_format_ts_is_china_time() -> None:
     assert format_ts(TS_MS) == TS
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(topic=st.text(max_size=60), payload=st.binary(max_size=512))
+def test_decode_never_raises_on_arbitrary_bytes(
+    registry: Registry, topic: str, payload: bytes
+) -> None:
+    out = decode(topic, payload, registry, NOW)
+    assert len(out.readings) + len(out.rejections) >= 1
+    assert all(isinstance(r, Reading) for r in out.readings)
