@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import ssl
 import threading
 import time
@@ -28,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from greenmon.config import Settings
+from greenmon.influx import backoff_delay
 
 log = logging.getLogger("greenmon.ingest.mqtt")
 
@@ -40,9 +40,9 @@ def subscription_topic(prefix: str, shared_group: str | None) -> str:
     return f"$share/{shared_group}/{topic}" if shared_group else topic
 
 
-def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
-    """Capped exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * (2 ** min(attempt, 20))))
+def reconnect_delay(attempt: int) -> float:
+    """Capped exponential backoff with full jitter (the InfluxDB client's own formula)."""
+    return backoff_delay(attempt + 1, base=0.5, cap=30.0)
 
 
 class MqttConsumer:
@@ -150,7 +150,7 @@ class MqttConsumer:
                     self.client.reconnect()
                 self.generation += 1
             except (OSError, ssl.SSLError) as exc:
-                delay = backoff_delay(attempt)
+                delay = reconnect_delay(attempt)
                 if attempt == 0:
                     log.warning(
                         "cannot reach broker %s:%d (%s); retrying", self.host, self.port, exc
@@ -166,7 +166,7 @@ class MqttConsumer:
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
             if not stop.is_set():
-                stop.wait(backoff_delay(0))
+                stop.wait(reconnect_delay(0))
         # Graceful shutdown: messages not yet handed over stay unacked (the broker keeps
         # them for our session); everything handed over is written, then acknowledged.
         drain()
