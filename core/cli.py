@@ -14,6 +14,9 @@ from greenmon import __version__
 from greenmon.cli_common import run_guarded
 from greenmon.deploy.cli import services_app
 from greenmon.ingest.cli import register as register_ingest
+from greenmon.ingest.cli import register_bench as register_ingest_bench
+from greenmon.simulators.cli import register as register_simulate
+from greenmon.simulators.cli import register_bench as register_simulate_bench
 
 app = typer.Typer(
     name="greenmon",
@@ -22,11 +25,24 @@ app = typer.Typer(
     "Start here: `greenmon services up` starts a local Mosquitto and InfluxDB; every other "
     "command finds them by itself.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(services_app, name="services")
+register_simulate(app)
 register_ingest(app)
+
+bench_app = typer.Typer(
+    help="Benchmarks that print figures measured on this machine, in one run, against the "
+    "limits of the real parts (not timed tests). Each starts its own services when it needs "
+    "them.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+register_ingest_bench(bench_app)
+register_simulate_bench(bench_app)
+app.add_typer(bench_app, name="bench")
 
 
 def _version(value: bool) -> None:

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     influx_username: str | None = None
     influx_password: SecretStr | None = None
     influx_token: SecretStr | None = None
+    influx_gzip: bool | None = Field(
+        default=None,
+        description="gzip writes to InfluxDB; unset = on, except to a loopback address",
+    )
     database: str = Field(default="greenmon", min_length=1)
 
     registry: Path | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,13 +34,51 @@ def _status_table(status: dict[str, dict[str, object]]) -> Table:
 
 @services_app.command("up")
 @service_options
-def up(settings: Settings, json_out: JsonOption = False) -> None:
+def up(
+    settings: Settings,
+    broker_auth: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory made by `greenmon services broker-auth`: the broker refuses "
+            "anonymous clients and applies its password file and ACL.",
+            file_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    tls: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory made by `greenmon services dev-tls`: the broker speaks "
+            "mqtts:// with its server certificate.",
+            file_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    require_client_cert: Annotated[
+        bool, typer.Option(help="With --tls: clients must present a certificate of the CA.")
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
     """Start Mosquitto and influxd (if not already running) and wait until both answer.
 
     Example: `greenmon services up --runtime-dir /tmp/gm` then
     `greenmon services status --runtime-dir /tmp/gm`.
+
+    Secured broker (as in production):
+    `greenmon services broker-auth gateways.csv --out auth`,
+    `greenmon services dev-tls --out tls`, then
+    `greenmon services up --broker-auth auth --tls tls`; the ingestor then needs
+    `set -a; . auth/ingestor.env; set +a` and `GREENMON_MQTT_CA_FILE=tls/ca.crt`.
     """
-    svc = LocalServices(settings.runtime_dir)
+    from greenmon.deploy.broker_auth import read_broker_auth
+    from greenmon.deploy.tls import TlsFiles
+
+    svc = LocalServices(
+        settings.runtime_dir,
+        broker_auth=read_broker_auth(broker_auth) if broker_auth else None,
+        tls=TlsFiles.in_directory(tls) if tls else None,
+        require_client_certificate=require_client_cert,
+    )
     state = svc.up()
     if json_out:
         print_json(state.model_dump())
@@ -80,3 +119,111 @@ def down(
         print_json({"stopped": stopped, "purged": purge})
     else:
         console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@services_app.command("broker-auth")
+def broker_auth_files(
+    gateways_csv: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with the columns enterprise_id,gateway_id (one row per gateway).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Directory to write the files into.")],
+    prefix: Annotated[str, typer.Option(help="Topic prefix of the deployment.")] = "greenmon/v1",
+    ingestor_user: Annotated[
+        str, typer.Option(help="Broker user name of the ingestor(s).")
+    ] = "greenmon-ingestor",
+    json_out: JsonOption = False,
+) -> None:
+    """Write a Mosquitto password file and ACL: each gateway may only publish under
+    `{prefix}/{enterprise}/{gateway}/#`, the ingestor may only subscribe.
+
+    Writes `passwd` (hashed with `mosquitto_passwd`), `acl`, `credentials.csv` (one
+    username,password,topic row per gateway, for the gateway vendors) and `ingestor.env`
+    (`GREENMON_MQTT_USERNAME/PASSWORD`), all mode 0600. Run again after adding gateways:
+    passwords already in `credentials.csv` and `ingestor.env` are kept, new users get new
+    ones. Passwords are never printed.
+
+    Example: `greenmon services broker-auth gateways.csv --out /etc/greenmon/broker`
+    """
+    from greenmon.deploy.broker_auth import (
+        load_gateways_csv,
+        read_credentials_csv,
+        write_broker_auth,
+    )
+
+    keep = {}
+    if (out / "credentials.csv").is_file():
+        keep.update(read_credentials_csv(out / "credentials.csv"))
+    if (out / "ingestor.env").is_file():
+        from greenmon.deploy.broker_auth import read_broker_auth
+
+        previous = read_broker_auth(out)
+        if previous.ingestor.username == ingestor_user:
+            keep[ingestor_user] = previous.ingestor.password
+    files = write_broker_auth(
+        out,
+        load_gateways_csv(gateways_csv),
+        prefix=prefix,
+        ingestor_user=ingestor_user,
+        passwords=keep,
+    )
+    written = [files.passwd, files.acl, files.credentials_csv, files.ingestor_env]
+    result = {
+        "directory": str(files.directory),
+        "files": [str(f) for f in written],
+        "gateways": len(files.gateways),
+        "kept_passwords": sum(1 for c in (files.ingestor, *files.gateways) if c.username in keep),
+        "ingestor_user": files.ingestor.username,
+        "prefix": files.prefix,
+    }
+    if json_out:
+        print_json(result)
+        return
+    console.print(
+        f"wrote {', '.join(f.name for f in written)} to {files.directory} "
+        f"({result['gateways']} gateways, {result['kept_passwords']} passwords kept)"
+    )
+
+
+@services_app.command("dev-tls")
+def dev_tls(
+    out: Annotated[Path, typer.Option(help="Directory to write the files into.")],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Name or IP the broker certificate is valid for (repeatable).",
+            show_default="127.0.0.1, ::1, localhost",
+        ),
+    ] = None,
+    client: Annotated[
+        str | None, typer.Option(help="Also issue a client certificate with this name.")
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="Validity in days.")] = 365,
+    json_out: JsonOption = False,
+) -> None:
+    """Create a throwaway CA and a broker certificate for development and tests.
+
+    Files: ca.crt, ca.key, server.crt, server.key (and client-NAME.crt/.key). The CA key
+    lies next to the certificates: never use these in production (see deploy/README.md).
+
+    Example: `greenmon services dev-tls --out .greenmon/tls --client E0001.gw-01`
+    """
+    from greenmon.deploy.tls import DEFAULT_HOSTS, create_dev_tls
+
+    files = create_dev_tls(
+        out, hosts=tuple(host) if host else DEFAULT_HOSTS, client_name=client, days=days
+    )
+    result = {
+        "directory": str(files.directory),
+        "ca_cert": str(files.ca_cert),
+        "server_cert": str(files.server_cert),
+        "client_cert": str(files.client_cert) if files.client_cert else None,
+    }
+    if json_out:
+        print_json(result)
+    else:
+        console.print(f"CA {files.ca_cert}\nbroker certificate {files.server_cert}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -110,5 +111,88 @@ def ingest(
     console.print(table)
 
 
+def bench_ingest(
+    readings: Annotated[
+        int, typer.Option(min=1_000, help="Readings per measurement (each message form).")
+    ] = 400_000,
+    meters: Annotated[int, typer.Option(min=50, help="Meters in the bench registry.")] = 1_000,
+    latency_seconds: Annotated[
+        float, typer.Option(min=1, help="Length of the half-load latency run.")
+    ] = 10.0,
+    naive_readings: Annotated[
+        int, typer.Option(min=100, help="Readings for the (slow) naive bridge baseline.")
+    ] = 20_000,
+    keep: Annotated[
+        Path | None,
+        typer.Option(help="Keep the scratch directory (services, logs, payloads) here."),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Measure ingest against this machine's limits, all in one run.
+
+    Starts its own Mosquitto and influxd on free loopback ports in a scratch directory, then
+    measures: InfluxDB's bulk line-protocol rate; the broker's pass-through rate between the C
+    clients mosquitto_pub/mosquitto_sub (QoS 1); greenmon end to end (publish -> acked ->
+    queryable) for 50-reading and 1-reading messages; p50/p99 latency at half that load;
+    the ingestor's peak RSS and CPU per reading; and a naive bridge (one HTTP write per
+    message). Prints each figure beside the issue's target. Takes a few minutes.
+
+    Example: `greenmon bench ingest --readings 200000 --json`
+    """
+    from greenmon.ingest.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(
+        readings=readings,
+        meters=meters - meters % 50,
+        latency_s=latency_seconds,
+        naive_readings=naive_readings,
+        keep_dir=keep,
+    )
+    with console.status("starting", spinner="dots") as status:
+
+        def progress(msg: str) -> None:
+            status.update(msg)
+            if not json_out:
+                console.log(msg)
+
+        report = run_bench(cfg, progress)
+    summary = report.summary()
+    if json_out:
+        print_json(summary)
+    else:
+        console.print(
+            f"InfluxDB limit (bulk line protocol, {cfg.writers} writers): "
+            f"{summary['influx_limit_readings_per_s']:,} readings/s"
+        )
+        table = Table("readings/msg", title="greenmon bench ingest")
+        rows = summary["modes"]
+        keys = [k for k in rows[0] if k != "readings_per_message"] if rows else []
+        for row in rows:
+            table.add_column(str(row["readings_per_message"]), justify="right")
+        for key in keys:
+            table.add_row(key, *(_fmt(row[key]) for row in rows))
+        console.print(table)
+        checks = Table("check", "measured", "target", "met", title="targets (issue 3)")
+        for c in summary["checks"]:
+            checks.add_row(
+                c["check"], _fmt(c["measured"]), c["target"], "yes" if c["met"] else "NO"
+            )
+        console.print(checks)
+    if not all(c["met"] for c in summary["checks"]):
+        raise typer.Exit(1)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 def register(app: typer.Typer) -> None:
     app.command("ingest")(service_options(ingest))
+
+
+def register_bench(bench: typer.Typer) -> None:
+    bench.command("ingest")(bench_ingest)

@@ -345,7 +345,7 @@ def test_injection_without_newline_is_one_literal_tag(client: InfluxClient) -> N
 @pytest.mark.integration
 def test_batching_and_gzip(influx_url: str, database: str) -> None:
     transport = RecordingTransport()
-    with InfluxClient(influx_url, database, transport=transport) as c:
+    with InfluxClient(influx_url, database, gzip=True, transport=transport) as c:
         c.ensure_database()
         try:
             lines = (
@@ -610,3 +610,22 @@ def test_kill_during_retries_then_close_stops_waiting(
     writer.join(timeout=10)
     assert time.monotonic() - started < 5
     assert isinstance(outcome.get("error"), InfluxConnectionError)
+
+
+def test_gzip_defaults_off_only_for_loopback() -> None:
+    from greenmon.config import Settings
+
+    def gz(url: str, **kw: object) -> bool:
+        with InfluxClient(url, "db", **kw) as c:  # type: ignore[arg-type]
+            return c.gzip
+
+    assert not gz("http://127.0.0.1:8086")
+    assert not gz("http://localhost:8086")
+    assert not gz("http://[::1]:8086")
+    assert gz("http://10.0.0.5:8086")
+    assert gz("https://influx.example:8086")
+    assert gz("http://127.0.0.1:8086", gzip=True)
+    assert not gz("https://influx.example:8086", gzip=False)
+    on = Settings(influx_url="http://127.0.0.1:8086", influx_gzip=True)
+    with InfluxClient.from_settings(on) as c:
+        assert c.gzip
