@@ -27,10 +27,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,10 +42,11 @@ from typing import Any
 
 import httpx
 
-from greenmon.deploy.local import LocalServices, find_binary, free_port
+from greenmon.deploy.local import LocalServices, find_binary
 from greenmon.errors import GreenmonError
 from greenmon.influx import InfluxClient
 from greenmon.ingest.codec import encode_batch, encode_single, topic_for
+from greenmon.ingest.process import IngestorProcess
 from greenmon.lineprotocol import escape_tag
 
 ENTERPRISE = "EB001"
@@ -395,96 +394,6 @@ def broker_limit(
 
 
 # --------------------------------------------------------------------------- greenmon
-
-
-class IngestorProcess:
-    """`greenmon ingest` as a child process, with its /metrics endpoint read for progress."""
-
-    def __init__(
-        self, services: LocalServices, registry: Path, database: str, client_id: str, workdir: Path
-    ) -> None:
-        self.metrics_port = free_port()
-        self.log = (workdir / f"{client_id}.log").open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                *("-m", "greenmon.cli", "ingest"),
-                *("--mqtt-url", services.mqtt_url, "--influx-url", services.influx_url),
-                *("--database", database, "--registry", str(registry)),
-                *("--runtime-dir", str(workdir / "ingest-run"), "--client-id", client_id),
-                *("--metrics-port", str(self.metrics_port)),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        self.http = httpx.Client(timeout=5)
-
-    _WRITTEN = re.compile(rb"^greenmon_ingest_readings_written_total ([0-9.e+]+)$", re.M)
-    _CONNECTED = re.compile(rb"^greenmon_ingest_mqtt_connected ([0-9.e+]+)$", re.M)
-
-    def _metric(self, pattern: re.Pattern[bytes]) -> float | None:
-        try:
-            body = self.http.get(f"http://127.0.0.1:{self.metrics_port}/metrics").content
-        except httpx.HTTPError:
-            return None
-        m = pattern.search(body)
-        return float(m.group(1)) if m else None
-
-    def written(self) -> int:
-        return int(self._metric(self._WRITTEN) or 0)
-
-    def wait_connected(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"greenmon ingest exited early; see {self.log.name}")
-            if self._metric(self._CONNECTED) == 1:
-                return
-            time.sleep(0.05)
-        raise BenchError(f"greenmon ingest did not connect in {timeout} s; see {self.log.name}")
-
-    def wait_written(self, target: int, timeout: float, poll_s: float) -> float:
-        """Block until `target` readings are written; returns the perf_counter time seen."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.written() >= target:
-                return time.perf_counter()
-            if self.proc.poll() is not None:
-                raise BenchError(f"greenmon ingest exited; see {self.log.name}")
-            time.sleep(poll_s)
-        raise BenchError(
-            f"greenmon wrote {self.written()} of {target} readings in {timeout} s; "
-            f"see {self.log.name}"
-        )
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the ingestor has used so far."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def peak_rss_mb(self) -> float:
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except FileNotFoundError:
-            return 0.0
-        m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-        return int(m.group(1)) / 1024 if m else 0.0
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.http.close()
-        self.log.close()
 
 
 def _warm_up(services: LocalServices, ingestor: IngestorProcess, cfg: BenchConfig) -> None:

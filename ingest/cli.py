@@ -126,6 +126,9 @@ def bench_ingest(
         Path | None,
         typer.Option(help="Keep the scratch directory (services, logs, payloads) here."),
     ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 when a target of the issue is missed.")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Measure ingest against this machine's limits, all in one run.
@@ -178,7 +181,7 @@ def bench_ingest(
                 c["check"], _fmt(c["measured"]), c["target"], "yes" if c["met"] else "NO"
             )
         console.print(checks)
-    if not all(c["met"] for c in summary["checks"]):
+    if strict and not all(c["met"] for c in summary["checks"]):
         raise typer.Exit(1)
 
 
