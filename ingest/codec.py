@@ -24,7 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+
+import orjson
 
 from greenmon.registry import MeterInfo
 from greenmon.units import UnitError, conversion_factor
@@ -55,9 +57,10 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One accepted meter reading, value in the meter's registered unit."""
+class Reading(NamedTuple):
+    """One accepted meter reading, value in the meter's registered unit. (A named tuple, not a
+    frozen dataclass: it is made once per reading on the hot path, and a frozen dataclass's
+    ``__init__`` costs about a fifth of the ingestor's CPU per reading.)"""
 
     enterprise: str
     meter: str
@@ -155,9 +158,15 @@ def decode(
         )
     enterprise, _gateway = where
     try:
-        doc = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        return _reject_all(RejectReason.BAD_JSON, f"not JSON: {exc}"[:_EXCERPT])
+        doc = orjson.loads(payload)  # strict RFC 8259 and several times faster than json
+    except orjson.JSONDecodeError:
+        # What orjson refuses but the standard library reads (NaN/Infinity literals, integers
+        # beyond 64 bits, UTF-16 payloads, lone surrogates) is judged on its merits below,
+        # so both paths reject exactly the same input for exactly the same reason.
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            return _reject_all(RejectReason.BAD_JSON, f"not JSON: {exc}"[:_EXCERPT])
     if not isinstance(doc, dict):
         return _reject_all(RejectReason.BAD_SHAPE, "payload is not a JSON object")
 
@@ -186,7 +195,28 @@ def decode(
 
     readings: list[Reading] = []
     rejections: list[Rejection] = []
+    meter_of = registry.meter
     for i, item in enumerate(items):
+        # Fast path for the common, well-formed reading: a float value (finite: x - x is 0
+        # only then), the registered unit or none, the message's ts or an integer epoch-ms ts.
+        # Anything else takes `_decode_one`, which checks everything and names the reason.
+        if type(item) is dict:
+            meter_id = item.get("meter")
+            info = meter_of(meter_id) if type(meter_id) is str else None
+            value = item.get("value")
+            if (
+                info is not None
+                and info.enterprise_id == enterprise
+                and type(value) is float
+                and value - value == 0.0
+                and item.get("unit", info.unit) == info.unit
+            ):
+                ts = item.get("ts", msg_ts_ms)
+                if type(ts) is int and _MIN_TS_MS <= ts <= max_ms:
+                    readings.append(
+                        Reading(enterprise, meter_id, info.carrier, value, ts * _NS_PER_MS)
+                    )
+                    continue
         r = _decode_one(item, i, enterprise, registry, msg_ts_ms, msg_ts_bad, max_ms)
         if isinstance(r, Reading):
             readings.append(r)

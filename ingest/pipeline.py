@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenmon.influx import InfluxClient, InfluxError, InfluxWriteError
-from greenmon.ingest.codec import DecodeLimits, MeterLookup, decode
+from greenmon.ingest.codec import DecodeLimits, MeterLookup, Reading, decode
 from greenmon.ingest.deadletter import DeadLetterSink
 from greenmon.ingest.errors import SpoolFullError
 from greenmon.ingest.metrics import IngestMetrics
@@ -94,20 +94,27 @@ class Pipeline:
         b = self._batch
         if not b.tokens:
             b.started = time.monotonic()
-        for r in out.readings:
-            prefix = self._series.get(r.meter)
-            if prefix is None:
-                prefix = self._series[r.meter] = (
-                    f"{escape_measurement(MEASUREMENT)},carrier={escape_tag(r.carrier)},"
-                    f"enterprise={escape_tag(r.enterprise)},meter={escape_tag(r.meter)} value="
-                )
-            b.lines.append(f"{prefix}{r.value!r} {r.ts_ns}")
-            if r.ts_ns > b.max_ts_ns:
-                b.max_ts_ns = r.ts_ns
-        self.metrics.readings.inc(len(out.readings))
+        if out.readings:
+            series = self._series
+            b.lines.extend(
+                [
+                    f"{series.get(r.meter) or self._series_prefix(r)}{r.value!r} {r.ts_ns}"
+                    for r in out.readings
+                ]
+            )
+            b.max_ts_ns = max(b.max_ts_ns, max(r.ts_ns for r in out.readings))
+            self.metrics.readings.inc(len(out.readings))
         b.tokens.append(token)
         if len(b.lines) >= self.batch_lines:
             self._flush()
+
+    def _series_prefix(self, r: Reading) -> str:
+        """Measurement and tags of `r`'s series, escaped once per meter and kept."""
+        prefix = self._series[r.meter] = (
+            f"{escape_measurement(MEASUREMENT)},carrier={escape_tag(r.carrier)},"
+            f"enterprise={escape_tag(r.enterprise)},meter={escape_tag(r.meter)} value="
+        )
+        return prefix
 
     def tick(self) -> None:
         """Flush the batch once it is old enough (called every loop iteration)."""
