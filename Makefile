@@ -13,9 +13,12 @@ PYTEST_ARGS ?=
 
 test: install lint typecheck pytest
 
+# The whole chain on the local services: fleet, MQTT stream with faults, ingest,
+# aggregate --follow, summary against the ground truth (DEMO_ARGS e.g. --enterprises 100).
+DEMO_ARGS ?=
 demo: install
 	$(VENV)/bin/greenmon services up
-	$(VENV)/bin/greenmon services status
+	$(VENV)/bin/greenmon demo $(DEMO_ARGS)
 
 debs:
 	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] \

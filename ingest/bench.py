@@ -63,7 +63,7 @@ class BenchError(GreenmonError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    readings: int = 400_000
+    readings: int = 1_000_000
     meters: int = 1_000
     per_message: tuple[int, ...] = (50, 1)
     batch_lines: int = 5_000

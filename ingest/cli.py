@@ -114,7 +114,7 @@ def ingest(
 def bench_ingest(
     readings: Annotated[
         int, typer.Option(min=1_000, help="Readings per measurement (each message form).")
-    ] = 400_000,
+    ] = 1_000_000,
     meters: Annotated[int, typer.Option(min=50, help="Meters in the bench registry.")] = 1_000,
     latency_seconds: Annotated[
         float, typer.Option(min=1, help="Length of the half-load latency run.")

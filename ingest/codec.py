@@ -201,7 +201,7 @@ def decode(
         # only then), the registered unit or none, the message's ts or an integer epoch-ms ts.
         # Anything else takes `_decode_one`, which checks everything and names the reason.
         if type(item) is dict:
-            meter_id = item.get("meter")
+            meter_id: Any = item.get("meter")
             info = meter_of(meter_id) if type(meter_id) is str else None
             value = item.get("value")
             if (

@@ -1,0 +1,575 @@
+"""Registers -> consumption: each reading classified, with the interval it closes and its delta.
+
+Input: readings as read from InfluxDB ``meter_reading`` — a LazyFrame with ``meter`` (String),
+``time`` (Datetime, device time; naive = UTC; converted to ms) and ``value`` (Float64) — and the
+registry's meters frame. Output (`classify`): one row per distinct (meter, time) reading, in a
+LazyFrame with the schema `CLASSIFIED_SCHEMA`:
+
+``meter`` (Enum of the registry's meter ids), ``time`` (Datetime ms UTC: the reading, the end
+of its interval), ``value`` (the raw reading), ``start`` (start of the interval the reading
+closes; null for a register's first reading), ``flag`` (`FLAGS`), ``delta`` (raw register units
+over the interval; for an interval meter its value), ``quantity`` (``delta`` x multiplier, in the
+meter's native unit), ``counted`` (the quantity is part of consumption), ``valid`` (the reading
+counts towards completeness), ``limit_per_h`` (the plausibility limit that applied, native
+units per hour; null = none known), ``copies`` (input rows for this meter and time) and
+``conflict`` (those copies disagreed on the value).
+
+Everything is vectorised over one sort of the frame by a single integer key (meter code << 43 |
+epoch ms); there is no per-meter or per-row Python.
+
+Rules (`ConsumptionRules` holds the tunable numbers; defaults in brackets):
+
+- **Duplicates and order.** Rows are sorted by (meter, device time) with a stable sort and
+  deduplicated on (meter, time); when copies disagree the one that comes *last in the input*
+  is kept (InfluxDB's own last-write-wins, when the frame is concatenated in write order) and
+  the reading is marked ``conflict``. Arrival order of distinct readings changes nothing.
+- **Plausibility limit** per meter, in native units per hour: the registry's optional
+  ``max_rate_per_h`` column (after the multiplier), else a `typical_rates` frame passed in
+  (so that follow mode classifies independently of how the stream is chunked), else computed
+  from the frame itself: ``spike_factor`` [10] x the ``typical_quantile`` [0.9] of the meter's
+  positive rates (delta / max(dt, interval_s), quarantined readings left out; the quantile is
+  the sample at index floor(q x (n - 1)) of the sorted rates), when at least
+  ``min_rate_samples`` [16] positive deltas exist; otherwise no limit. A quantile is robust
+  only while fewer than 1 - q of the samples are bad: with the default, spikes must be rarer
+  than one in ten positive readings (or give a registry limit). The largest plausible delta
+  over an interval of length dt is limit x max(dt, interval_s).
+- **Spike / dip (register meters).** A reading is quarantined when its neighbours agree with
+  each other and it does not: the next reading is not below the previous one, and the reading
+  sticks out above the next (``spike``) or below the previous (``dip``). The quarantined
+  reading is excluded; the delta from its previous to its next reading carries the energy, so
+  energy is conserved (that bridging delta is then checked like any other: an implausible one
+  is a jump). A register cannot run backwards, so this needs no threshold and also absorbs
+  jitter; the reading is reported with its delta into it.
+- **Jump (register meters).** An increase larger than the plausible maximum that does *not*
+  return (no later reading brings it back) is quarantined: the delta is not summed and the
+  reading becomes the new baseline. The last reading in the frame can only be a jump; when its
+  successor arrives and the range is recomputed it may turn out to be a spike.
+- **Rollover.** A drop where the wrapped delta ``value + rollover + 1 - previous`` is at least 0
+  and plausible (with no limit known: the previous value is in the top ``wrap_fraction`` [10%] of
+  the register and the new one in the bottom 10%) is a wrap; delta = the wrapped delta.
+- **Reset (meter replaced).** Any other drop. The new register is assumed to start at zero, so
+  the delta is the new value; if even that is implausible for the interval (a second-hand
+  register), the delta is not counted. Either way the interval is flagged ``reset``: what the
+  old meter registered between its last reading and the replacement is unknowable.
+- **Interval meters.** The reading is the consumption over [previous reading, reading) (the
+  first: [time - interval_s, time)). A negative value (``negative``) or one above the plausible
+  maximum (``spike``) is quarantined: not summed, not counted for completeness.
+- **Multiplier.** quantity = delta x multiplier (CT/PT ratio), in the meter's native unit.
+- **Unknown meters** (not in the registry) and non-finite values are dropped
+  (`unknown_meters` reports the former; the ingestor already rejects both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import polars as pl
+
+from greenmon.aggregator.errors import InputFrameError
+
+__all__ = [
+    "CLASSIFIED_SCHEMA",
+    "EVENT_KINDS",
+    "FLAGS",
+    "ConsumptionRules",
+    "classify",
+    "events",
+    "intervals",
+    "meter_enum",
+    "summary",
+    "typical_rates",
+    "unknown_meters",
+]
+
+#: Classification of a reading and of the interval it closes.
+FLAGS: Final = ("baseline", "normal", "rollover", "reset", "jump", "spike", "dip", "negative")
+FLAG: Final = pl.Enum(FLAGS)
+#: What `events` reports: every flag except baseline/normal, plus duplicate-value conflicts.
+EVENT_KINDS: Final = (*FLAGS[2:], "conflict")
+_EVENT: Final = pl.Enum(EVENT_KINDS)
+
+_TIME: Final = pl.Datetime("ms", "UTC")
+_MS_BITS: Final = 43  # epoch ms up to year 2248
+_MS_MOD: Final = 1 << _MS_BITS
+_MS_PER_H: Final = 3_600_000.0
+
+CLASSIFIED_SCHEMA_NO_METER: Final = {
+    "time": _TIME,
+    "value": pl.Float64,
+    "start": _TIME,
+    "flag": FLAG,
+    "delta": pl.Float64,
+    "quantity": pl.Float64,
+    "counted": pl.Boolean,
+    "valid": pl.Boolean,
+    "limit_per_h": pl.Float64,
+    "copies": pl.UInt32,
+    "conflict": pl.Boolean,
+}
+#: Column names of `classify`'s output (``meter`` is an Enum of the registry's meter ids).
+CLASSIFIED_SCHEMA: Final = ("meter", *CLASSIFIED_SCHEMA_NO_METER)
+
+
+@dataclass(frozen=True)
+class ConsumptionRules:
+    """Tunable numbers of the classification (see the module docstring)."""
+
+    #: The robust limit is this multiple of the meter's typical rate.
+    spike_factor: float = 10.0
+    #: The typical rate is this quantile of the meter's positive rates.
+    typical_quantile: float = 0.9
+    #: Fewer positive deltas than this in the frame: no robust limit is computed.
+    min_rate_samples: int = 16
+    #: With no limit known, a drop is a wrap when the previous value is in the top and the new
+    #: value in the bottom `wrap_fraction` of the register's range.
+    wrap_fraction: float = 0.1
+    #: Optional registry column with each meter's plausible maximum (native units per hour,
+    #: after the multiplier); it takes precedence over everything else.
+    max_rate_column: str = "max_rate_per_h"
+
+    def __post_init__(self) -> None:
+        if not self.spike_factor > 1:
+            raise ValueError("spike_factor must be > 1")
+        if not 0 < self.typical_quantile <= 1:
+            raise ValueError("typical_quantile must be in (0, 1]")
+        if self.min_rate_samples < 1:
+            raise ValueError("min_rate_samples must be >= 1")
+        if not 0 < self.wrap_fraction < 0.5:
+            raise ValueError("wrap_fraction must be in (0, 0.5)")
+
+
+DEFAULT_RULES: Final = ConsumptionRules()
+
+
+# --------------------------------------------------------------------------- meter table
+
+
+def meter_enum(meters: pl.DataFrame) -> pl.Enum:
+    """The Enum dtype of meter ids used by the aggregator's frames (sorted registry ids)."""
+    return pl.Enum(sorted(meters.get_column("meter_id").to_list()))
+
+
+def _meter_table(meters: pl.DataFrame, rules: ConsumptionRules) -> pl.DataFrame:
+    """Per meter, in Enum (code) order: the attributes the row expressions gather by code."""
+    required = ("meter_id", "kind", "multiplier", "rollover", "interval_s")
+    missing = [c for c in required if c not in meters.columns]
+    if missing:
+        raise InputFrameError(f"meters frame lacks column(s) {', '.join(missing)}")
+    if rules.max_rate_column in meters.columns:
+        given = pl.col(rules.max_rate_column).cast(pl.String).str.strip_chars()
+        max_rate = given.cast(pl.Float64, strict=False)
+        bad = meters.filter(
+            given.is_not_null() & (given != "") & (max_rate.is_null() | ~(max_rate > 0))
+        )
+        if bad.height:
+            ids = ", ".join(bad.get_column("meter_id").head(5).to_list())
+            raise InputFrameError(
+                f"meters: {rules.max_rate_column} must be a number > 0 (meters {ids})"
+            )
+    else:
+        max_rate = pl.lit(None, dtype=pl.Float64)
+    return meters.sort("meter_id").select(
+        "meter_id",
+        (pl.col("kind") == "interval").alias("is_interval"),
+        pl.col("multiplier").cast(pl.Float64).fill_null(1.0),
+        pl.col("rollover").cast(pl.Float64),
+        (pl.col("interval_s").cast(pl.Int64) * 1000).alias("interval_ms"),
+        max_rate.alias("registry_limit_per_h"),
+    )
+
+
+def _attr(table: pl.DataFrame, column: str, code: pl.Expr) -> pl.Expr:
+    """The meter attribute `column` for each row, by gathering on the meter code (no join)."""
+    return pl.lit(table.get_column(column)).gather(code)
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _prepare(readings: pl.LazyFrame, enum: pl.Enum) -> pl.LazyFrame:
+    """Validate the input schema; return ``key`` (meter code << 43 | epoch ms) and ``v`` for
+    known meters, finite values and times from 1970 on."""
+    schema = readings.collect_schema()
+    missing = [c for c in ("meter", "time", "value") if c not in schema]
+    if missing:
+        raise InputFrameError(f"readings frame lacks column(s) {', '.join(missing)}")
+    meter_dtype, time_dtype = schema["meter"], schema["time"]
+    if not isinstance(time_dtype, pl.Datetime):
+        raise InputFrameError(f"readings.time must be a Datetime, got {time_dtype}")
+    if not schema["value"].is_numeric():
+        raise InputFrameError(f"readings.value must be numeric, got {schema['value']}")
+    meter = pl.col("meter")
+    if meter_dtype != pl.String and not isinstance(meter_dtype, pl.Categorical | pl.Enum):
+        raise InputFrameError(f"readings.meter must be a String, got {meter_dtype}")
+    if isinstance(meter_dtype, pl.Enum) and meter_dtype != enum:
+        meter = meter.cast(pl.String)  # another Enum: map through the names
+    time = pl.col("time")
+    if time_dtype.time_zone is None:
+        time = time.dt.replace_time_zone("UTC")
+    elif time_dtype.time_zone != "UTC":
+        time = time.dt.convert_time_zone("UTC")
+    code = meter.cast(enum, strict=False).to_physical().cast(pl.UInt64)
+    t = time.dt.epoch("ms")
+    value = pl.col("value").cast(pl.Float64)
+    return readings.select(
+        # one sort key: meter code in the high bits, epoch ms in the low 43 bits
+        (code * _MS_MOD + t.cast(pl.UInt64, strict=False)).alias("key"),
+        value.alias("v"),
+    ).filter(pl.col("key").is_not_null() & pl.col("v").is_finite())
+
+
+def _sorted_unique(prepared: pl.LazyFrame) -> pl.LazyFrame:
+    """Sort by (meter, time) (stable) and keep the last copy of each (meter, time); ``copies``
+    counts the input rows of each kept reading, ``conflict`` says whether they disagreed."""
+    key = pl.col("key")
+    same_prev = (key == key.shift(1)).fill_null(False)
+    changed = (same_prev & (pl.col("v") != pl.col("v").shift(1))).cast(pl.UInt32).cum_sum()
+    idx = pl.col("idx")
+    return (
+        prepared.sort("key", maintain_order=True)
+        .with_columns(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"), changed.alias("changed")
+        )
+        .filter((key != key.shift(-1)).fill_null(True))
+        .select(
+            "key",
+            (key // _MS_MOD).cast(pl.UInt32).alias("code"),
+            (key % _MS_MOD).cast(pl.Int64).alias("t"),
+            "v",
+            # the rows between the previous kept row and this one are this reading's copies
+            (idx - idx.shift(1, fill_value=-1).cast(pl.Int64)).cast(pl.UInt32).alias("copies"),
+            (pl.col("changed") - pl.col("changed").shift(1, fill_value=0) > 0).alias("conflict"),
+        )
+    )
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def _steps(
+    readings: pl.LazyFrame, meters: pl.DataFrame, rules: ConsumptionRules
+) -> tuple[pl.LazyFrame, pl.DataFrame, pl.Enum]:
+    """The sorted, deduplicated frame through steps A and B (outliers, previous valid reading)
+    with ``start_ms`` (start of the interval each reading closes; null for a register's first
+    reading), ``span`` (that interval's length, at least interval_s) and ``raw_rate`` (raw
+    register units per hour over it). None of this depends on a plausibility limit."""
+    table = _meter_table(meters, rules)
+    enum = meter_enum(meters)
+    frame = _sorted_unique(_prepare(readings, enum))
+    code, t, v = pl.col("code"), pl.col("t"), pl.col("v")
+    # per-row meter attributes: gathered by code where used (cheap, and no column to hold)
+    frame = frame.with_columns(_attr(table, "is_interval", code).alias("iv"))
+    iv, interval_ms = pl.col("iv"), _attr(table, "interval_ms", code)
+
+    # -- step A: register readings that stick out while their neighbours agree. (Whether the
+    # bridging delta is plausible is decided below like any other delta: if it is not, it
+    # becomes a quarantined jump.)
+    same_prev = code == code.shift(1)
+    same_next = code == code.shift(-1)
+    v_prev, v_next = v.shift(1), v.shift(-1)
+    outlier = ~iv & same_prev & same_next & (v_next >= v_prev) & ((v > v_next) | (v < v_prev))
+    frame = frame.with_columns(
+        outlier.fill_null(False).alias("outlier"), (v > v_next).fill_null(False).alias("above")
+    )
+
+    # -- step B: the previous reading that is not an outlier. ``start_ms``: the start of the
+    # interval a reading closes (a register's previous valid reading; an interval meter's
+    # previous reading, or time - interval_s for its first).
+    ok = ~pl.col("outlier")
+    prev_key = pl.col("prev_key")
+    has_prev = ((prev_key // _MS_MOD).cast(pl.UInt32) == code).fill_null(False)
+    prev_t = (prev_key % _MS_MOD).cast(pl.Int64)
+    frame = (
+        frame.with_columns(
+            pl.when(ok).then(pl.col("key")).shift(1).forward_fill().alias("prev_key"),
+            pl.when(ok).then(v).shift(1).forward_fill().alias("prev_v"),
+        )
+        .with_columns(
+            pl.when(has_prev).then(prev_t).when(iv).then(t - interval_ms).alias("start_ms"),
+        )
+        .drop("prev_key", "key")
+    )
+    # a register has a previous reading exactly when its interval has a start
+    delta = pl.when(iv).then(v).when(pl.col("start_ms").is_not_null()).then(v - pl.col("prev_v"))
+    # ``span``: the interval's length for plausibility, at least the meter's nominal interval
+    frame = frame.with_columns(
+        pl.max_horizontal(t - pl.col("start_ms"), interval_ms).alias("span")
+    ).with_columns(pl.when(ok).then(delta / pl.col("span") * _MS_PER_H).alias("raw_rate"))
+    return frame, table, enum
+
+
+def _with_typical(
+    frame: pl.LazyFrame, table: pl.DataFrame, rules: ConsumptionRules, only_unlimited: bool
+) -> pl.LazyFrame:
+    """Add ``typical``: per row, its meter's typical raw rate (the ``typical_quantile`` of its
+    positive raw rates; null with fewer than ``min_rate_samples``), as one window expression
+    over the sorted ``code`` (one pass, no self-join)."""
+    keep = pl.col("raw_rate") > 0
+    if only_unlimited:  # meters with a registry limit need no robust one
+        keep = keep & _attr(table, "registry_limit_per_h", pl.col("code")).is_null()
+    sample = pl.col("sample")
+    typical = pl.when(sample.count() >= rules.min_rate_samples).then(
+        sample.quantile(rules.typical_quantile, interpolation="lower")
+    )
+    return (
+        frame.with_columns(pl.when(keep).then(pl.col("raw_rate")).alias("sample"))
+        .set_sorted("code")
+        .with_columns(typical.over("code").alias("typical"))
+        .drop("sample", "raw_rate")
+    )
+
+
+def typical_rates(
+    readings: pl.LazyFrame, meters: pl.DataFrame, rules: ConsumptionRules | None = None
+) -> pl.LazyFrame:
+    """Each meter's typical rate (native units per hour) from a stretch of readings.
+
+    Returns ``meter`` (String), ``typical_rate_per_h`` (the ``typical_quantile`` of the
+    positive rates of the intervals it closed, quarantined readings left out), ``samples``.
+    Compute it once over a representative history (weeks) and pass it to `classify` in
+    follow mode, so that a reading is classified the same whichever chunk it arrives in.
+    """
+    rules = rules or DEFAULT_RULES
+    frame, table, _ = _steps(readings, meters, rules)
+    code = pl.col("code")
+    return (
+        frame.select(code, (pl.col("raw_rate") * _attr(table, "multiplier", code)).alias("rate"))
+        .filter(pl.col("rate") > 0)
+        .group_by("code")
+        .agg(
+            pl.col("rate")
+            .quantile(rules.typical_quantile, interpolation="lower")
+            .alias("typical_rate_per_h"),
+            pl.len().cast(pl.UInt32).alias("samples"),
+        )
+        .select(_attr(table, "meter_id", code).alias("meter"), "typical_rate_per_h", "samples")
+        .sort("meter")
+    )
+
+
+def _with_limit(
+    frame: pl.LazyFrame,
+    table: pl.DataFrame,
+    rules: ConsumptionRules,
+    rates: pl.LazyFrame | pl.DataFrame | None,
+) -> pl.LazyFrame:
+    """Add ``limit_per_h`` (the plausibility limit, native units per hour; null = none known:
+    the registry's, else from `rates`, else robust from the frame itself) and ``maxd`` (the
+    largest plausible delta over the interval the reading closes, raw register units)."""
+    code = pl.col("code")
+    multiplier = _attr(table, "multiplier", code)
+    registry = _attr(table, "registry_limit_per_h", code)
+    if table.get_column("registry_limit_per_h").null_count() == 0:
+        limited = frame.with_columns(registry.alias("limit_per_h"))
+    elif rates is None:
+        limited = (
+            _with_typical(frame, table, rules, only_unlimited=True)
+            .with_columns(
+                pl.coalesce(registry, pl.col("typical") * multiplier * rules.spike_factor).alias(
+                    "limit_per_h"
+                )
+            )
+            .drop("typical")
+        )
+    else:
+        given = rates.lazy()
+        names = given.collect_schema().names()
+        if "meter" not in names or "typical_rate_per_h" not in names:
+            raise InputFrameError("rates frame needs columns meter, typical_rate_per_h")
+        if "samples" not in names:
+            given = given.with_columns(pl.lit(rules.min_rate_samples, pl.UInt32).alias("samples"))
+        enum = pl.Enum(table.get_column("meter_id").to_list())
+        limits = given.select(
+            pl.col("meter")
+            .cast(pl.String)
+            .cast(enum, strict=False)
+            .to_physical()
+            .cast(pl.UInt32)
+            .alias("code"),
+            pl.when(pl.col("samples").cast(pl.UInt32) >= rules.min_rate_samples)
+            .then(pl.col("typical_rate_per_h").cast(pl.Float64) * rules.spike_factor)
+            .alias("given_limit"),
+        ).filter(pl.col("code").is_not_null())
+        limited = (
+            frame.join(limits, on="code", how="left", maintain_order="left")
+            .with_columns(pl.coalesce(registry, pl.col("given_limit")).alias("limit_per_h"))
+            .drop("given_limit")
+        )
+    maxd = pl.col("limit_per_h") / multiplier / _MS_PER_H * pl.col("span")
+    return limited.with_columns(maxd.alias("maxd")).drop("span")
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def classify(
+    readings: pl.LazyFrame,
+    meters: pl.DataFrame,
+    rules: ConsumptionRules | None = None,
+    rates: pl.LazyFrame | pl.DataFrame | None = None,
+) -> pl.LazyFrame:
+    """Classify every distinct reading and derive the delta of the interval it closes.
+
+    `readings`: ``meter, time, value`` (see the module docstring); `meters`:
+    `Registry.meters`; `rates`: optional `typical_rates` output. Returns a LazyFrame with the
+    columns `CLASSIFIED_SCHEMA`, sorted by meter (registry id order) and time. Feed it to
+    `intervals`, `events`, `summary` or `greenmon.aggregator.windows.attribute`.
+    """
+    rules = rules or DEFAULT_RULES
+    frame, table, enum = _steps(readings, meters, rules)
+    frame = _with_limit(frame, table, rules, rates)
+    code, t, v = pl.col("code"), pl.col("t"), pl.col("v")
+    iv, maxd = pl.col("iv"), pl.col("maxd")  # maxd: null when no limit is known
+    no_limit = maxd.is_null()
+    # for a register, a previous reading exists exactly when its interval has a start
+    has_pv, prev_v = pl.col("start_ms").is_not_null(), pl.col("prev_v")
+    rollover = _attr(table, "rollover", code)
+    d = v - prev_v
+    wrapped = d + rollover + 1
+    is_wrap = (
+        rollover.is_not_null()
+        & (wrapped >= 0)
+        & pl.when(no_limit)
+        .then(
+            (prev_v >= (rollover + 1) * (1 - rules.wrap_fraction))
+            & (v <= (rollover + 1) * rules.wrap_fraction)
+        )
+        .otherwise(wrapped <= maxd)
+    )
+    # flag as its index in FLAGS (cheap integers; the Enum is gathered at the end)
+    code_of = {name: i for i, name in enumerate(FLAGS)}
+    flag = (
+        pl.when(iv)
+        .then(
+            pl.when(v < 0)
+            .then(code_of["negative"])
+            .when(v > maxd)
+            .then(code_of["spike"])
+            .otherwise(code_of["normal"])
+        )
+        .when(pl.col("outlier"))
+        .then(pl.when(pl.col("above")).then(code_of["spike"]).otherwise(code_of["dip"]))
+        .when(~has_pv)
+        .then(code_of["baseline"])
+        .when(d >= 0)
+        .then(pl.when(d > maxd).then(code_of["jump"]).otherwise(code_of["normal"]))
+        .when(is_wrap)
+        .then(code_of["rollover"])
+        .otherwise(code_of["reset"])
+        .cast(pl.UInt8)
+    )
+    frame = frame.with_columns(flag.alias("fc"))
+    fc = pl.col("fc")
+    delta = (
+        pl.when(iv | (fc == code_of["reset"]))
+        .then(v)
+        .when(fc == code_of["rollover"])
+        .then(wrapped)
+        .when(has_pv)
+        .then(d)
+    )
+    counted = (
+        (fc == code_of["normal"])
+        | (fc == code_of["rollover"])
+        | ((fc == code_of["reset"]) & (v >= 0) & (no_limit | (v <= maxd)).fill_null(False))
+    )
+    start = pl.col("start_ms")
+    flags = pl.Series(FLAGS, dtype=FLAG)
+    meters_enum = pl.Series(table.get_column("meter_id"), dtype=enum)
+    return frame.select(
+        pl.lit(meters_enum).gather(code).alias("meter"),
+        t.cast(_TIME).alias("time"),
+        v.alias("value"),
+        start.cast(_TIME).alias("start"),
+        pl.lit(flags).gather(fc).alias("flag"),
+        delta.alias("delta"),
+        (delta * _attr(table, "multiplier", code)).alias("quantity"),
+        counted.alias("counted"),
+        (fc < code_of["spike"]).alias("valid"),
+        "limit_per_h",
+        "copies",
+        "conflict",
+    )
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def intervals(classified: pl.LazyFrame) -> pl.LazyFrame:
+    """The counted intervals: ``meter`` (String), ``start``, ``end``, ``quantity``, ``flag``."""
+    return classified.filter(pl.col("counted")).select(
+        pl.col("meter").cast(pl.String),
+        "start",
+        pl.col("time").alias("end"),
+        "quantity",
+        "flag",
+    )
+
+
+def events(classified: pl.LazyFrame) -> pl.LazyFrame:
+    """Everything worth reporting, one row per reading: rollovers, resets, jumps, spikes,
+    dips, negative interval values, and readings whose duplicate copies disagreed.
+
+    Columns: ``meter`` (String), ``time``, ``kind`` (`EVENT_KINDS`), ``value``, ``start``,
+    ``quantity`` (native units: for spikes and dips the delta *into* the quarantined reading,
+    for jumps the quarantined delta, for resets and rollovers the counted delta), ``counted``.
+    A reading with a conflict and another flag yields two rows.
+    """
+    flagged = classified.filter(~pl.col("flag").is_in(["baseline", "normal"])).select(
+        pl.col("meter").cast(pl.String),
+        "time",
+        pl.col("flag").cast(pl.String).cast(_EVENT).alias("kind"),
+        "value",
+        "start",
+        "quantity",
+        "counted",
+    )
+    conflicts = classified.filter(pl.col("conflict")).select(
+        pl.col("meter").cast(pl.String),
+        "time",
+        pl.lit("conflict", dtype=_EVENT).alias("kind"),
+        "value",
+        "start",
+        "quantity",
+        "counted",
+    )
+    return pl.concat([flagged, conflicts]).sort("meter", "time", "kind")
+
+
+def summary(classified: pl.LazyFrame) -> pl.LazyFrame:
+    """Per meter: readings, duplicates, conflicts, a count per flag, counted and quarantined
+    quantity (native units), first and last reading time."""
+    flag = pl.col("flag")
+    counts = [(flag == name).sum().cast(pl.UInt32).alias(name) for name in FLAGS[2:]]
+    return (
+        classified.group_by("meter")
+        .agg(
+            pl.len().cast(pl.UInt32).alias("readings"),
+            (pl.col("copies") - 1).sum().cast(pl.UInt32).alias("duplicates"),
+            pl.col("conflict").sum().cast(pl.UInt32).alias("conflicts"),
+            *counts,
+            pl.col("quantity").filter(pl.col("counted")).sum().alias("counted_quantity"),
+            pl.col("quantity")
+            .filter(~pl.col("counted") & flag.is_in(["jump", "spike", "negative", "reset"]))
+            .sum()
+            .alias("quarantined_quantity"),
+            pl.col("time").min().alias("first"),
+            pl.col("time").max().alias("last"),
+        )
+        .with_columns(pl.col("meter").cast(pl.String))
+        .sort("meter")
+    )
+
+
+def unknown_meters(readings: pl.LazyFrame, meters: pl.DataFrame | Sequence[str]) -> pl.LazyFrame:
+    """Readings whose meter is not registered: ``meter``, ``readings`` (count)."""
+    ids = meters.get_column("meter_id").to_list() if isinstance(meters, pl.DataFrame) else meters
+    return (
+        readings.select(pl.col("meter").cast(pl.String))
+        .filter(~pl.col("meter").is_in(list(ids)))
+        .group_by("meter")
+        .agg(pl.len().cast(pl.UInt32).alias("readings"))
+        .sort("meter")
+    )

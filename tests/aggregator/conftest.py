@@ -1,0 +1,143 @@
+"""Helpers for the aggregator tests: tiny registries written to a temp dir, readings frames."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pytest
+
+from greenmon.registry import Registry, load_registry
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+UTC = ZoneInfo("UTC")
+TIME = pl.Datetime("ms", "UTC")
+
+ENTERPRISE_HEADER = (
+    "enterprise_id",
+    "name",
+    "county",
+    "industry",
+    "land_area_mu",
+    "annual_quota_tce",
+    "intensity_target_tce_per_10k_yuan",
+)
+METER_HEADER = (
+    "meter_id",
+    "enterprise_id",
+    "carrier",
+    "unit",
+    "kind",
+    "multiplier",
+    "rollover",
+    "role",
+    "raw_material",
+    "interval_s",
+)
+MONTHLY_HEADER = (
+    "enterprise_id",
+    "month",
+    "output_value_10k_yuan",
+    "value_added_10k_yuan",
+    "sales_10k_yuan",
+    "tax_10k_yuan",
+    "product_output",
+    "product_unit",
+)
+
+
+def local(*args: int) -> datetime:
+    """A wall-clock time in Asia/Shanghai."""
+    return datetime(*args, tzinfo=SHANGHAI)  # type: ignore[misc]
+
+
+def meter(
+    meter_id: str,
+    *,
+    enterprise: str = "E1",
+    carrier: str = "electricity",
+    unit: str = "kWh",
+    kind: str = "register",
+    multiplier: float | str = "",
+    rollover: float | str = "",
+    role: str = "boundary",
+    raw_material: bool = False,
+    interval_s: int | str = "",
+    **extra: object,
+) -> dict[str, object]:
+    row: dict[str, object] = {
+        "meter_id": meter_id,
+        "enterprise_id": enterprise,
+        "carrier": carrier,
+        "unit": unit,
+        "kind": kind,
+        "multiplier": multiplier,
+        "rollover": rollover,
+        "role": role,
+        "raw_material": "true" if raw_material else "false",
+        "interval_s": interval_s,
+    }
+    row.update(extra)
+    return row
+
+
+def write_registry(
+    root: Path,
+    meters: Sequence[dict[str, object]],
+    *,
+    enterprises: Sequence[dict[str, object]] | None = None,
+    monthly: Sequence[dict[str, object]] = (),
+) -> Registry:
+    root.mkdir(parents=True, exist_ok=True)
+    if enterprises is None:
+        ids = sorted({str(m["enterprise_id"]) for m in meters})
+        enterprises = [
+            {"enterprise_id": e, "name": e, "county": "崇川区", "industry": "C3731"} for e in ids
+        ]
+    _write(root / "enterprises.csv", ENTERPRISE_HEADER, enterprises)
+    extra = [k for m in meters for k in m if k not in METER_HEADER]
+    _write(root / "meters.csv", (*METER_HEADER, *dict.fromkeys(extra)), meters)
+    _write(root / "monthly.csv", MONTHLY_HEADER, monthly)
+    return load_registry(root)
+
+
+def _write(path: Path, header: Sequence[str], rows: Iterable[dict[str, object]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(header))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in header})
+
+
+def readings(rows: Iterable[tuple[str, datetime, float]]) -> pl.LazyFrame:
+    """A ``meter_reading`` frame as the InfluxDB reader delivers it."""
+    data = [(m, t.astimezone(UTC), float(v)) for m, t, v in rows]
+    return pl.DataFrame(
+        data, schema={"meter": pl.String, "time": TIME, "value": pl.Float64}, orient="row"
+    ).lazy()
+
+
+def series(
+    meter_id: str, start: datetime, values: Sequence[float], step: timedelta = timedelta(minutes=15)
+) -> list[tuple[str, datetime, float]]:
+    """Readings every `step` from `start`."""
+    return [(meter_id, start + i * step, v) for i, v in enumerate(values)]
+
+
+@pytest.fixture
+def registry_factory(tmp_path: Path) -> Callable[..., Registry]:
+    counter = iter(range(1_000_000))
+
+    def make(meters: Sequence[dict[str, object]], **kwargs: object) -> Registry:
+        return write_registry(tmp_path / f"reg{next(counter)}", meters, **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def example_registry() -> Registry:
+    return load_registry(Path(__file__).resolve().parents[1] / "data" / "registry")

@@ -1,0 +1,97 @@
+"""The benchmark's three implementations agree with each other and with the fleet's truth
+(on a small fleet; the full-size run is ``greenmon bench aggregate``, not a test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from greenmon.aggregator.bench import compare, generate, register_bench, run_engine
+from greenmon.aggregator.consumption import classify
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory):
+    return generate(meters=30, days=8, seed=5, directory=tmp_path_factory.mktemp("bench"))
+
+
+def test_the_fleet_has_every_fault(fleet) -> None:
+    faults = fleet.faults
+    for kind in (
+        "rollover_meters",
+        "resets",
+        "spikes",
+        "dips",
+        "interval_spikes",
+        "gap_readings",
+        "late",
+        "duplicates",
+    ):
+        assert faults[kind] > 0, kind
+
+
+def test_polars_counts_exactly_the_truth(fleet) -> None:
+    c = classify(fleet.readings.lazy(), fleet.registry.meters).collect()
+    got = (
+        c.filter("counted")
+        .group_by(pl.col("meter").cast(pl.String))
+        .agg(pl.col("quantity").sum().alias("computed"))
+    )
+    both = fleet.truth.join(got, on="meter", how="left")
+    assert both.height == fleet.registry.meters.height
+    off = both.filter(
+        ((pl.col("computed") - pl.col("quantity")).abs() > 1e-9 * pl.col("quantity").abs())
+        | pl.col("computed").is_null()
+    )
+    assert off.is_empty(), off
+    flags = c.get_column("flag").cast(pl.String).value_counts()
+    counts = dict(flags.rows())
+    assert counts["spike"] == fleet.faults["spikes"] + fleet.faults["interval_spikes"]
+    assert counts["dip"] == fleet.faults["dips"]
+    assert counts["reset"] == fleet.faults["resets"]
+    assert counts["rollover"] == fleet.faults["rollover_meters"]
+    assert "jump" not in counts
+
+
+def test_the_three_implementations_agree(fleet) -> None:
+    runs = [run_engine(engine, fleet) for engine in ("polars", "duckdb", "pandas")]
+    differences = compare(runs)
+    assert set(differences) == {"polars_vs_duckdb", "polars_vs_pandas"}
+    for pair, diff in differences.items():
+        assert diff["mismatches"] == 0, (pair, diff)
+        assert diff["max_relative_difference"] < 1e-9, (pair, diff)
+    daily = runs[0].daily
+    assert daily.height == 3 * 9  # 3 enterprises x (8 days + the edge of the ninth)
+    assert daily.filter(pl.col("kgce") > 0).height == 3 * 8
+
+
+def test_a_difference_is_noticed(fleet) -> None:
+    runs = [run_engine("polars", fleet), run_engine("polars", fleet)]
+    biggest = pl.col("kgce") == pl.col("kgce").max()
+    runs[1].daily = runs[1].daily.with_columns(
+        pl.when(biggest).then(pl.col("kgce") * (1 + 1e-6)).otherwise("kgce")
+    )
+    assert compare(runs)["polars_vs_polars"]["mismatches"] == 1
+
+
+def test_the_command(tmp_path: Path) -> None:
+    bench = typer.Typer()
+    register_bench(bench)
+
+    @bench.callback()
+    def _group() -> None:
+        """bench"""
+
+    result = CliRunner().invoke(
+        bench, ["aggregate", "--meters", "10", "--days", "3", "--engine", "duckdb", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert set(summary["engines"]) == {"polars", "duckdb"}
+    assert summary["checks"]["all_equal"] is True
+    assert summary["engines"]["polars"]["peak_extra_mb"] >= 0
