@@ -1,7 +1,8 @@
 """Batch and follow mode: which range to (re)compute, reading it, writing the results.
 
-`run_range` recomputes every window in [start, end): it reads the readings of that range plus a
-margin on both sides (so the intervals that cross its edges are attributed correctly), runs
+`run_range` recomputes every window in [start, end): it reads the readings of that range plus
+each meter's two readings either side of it, however far away (so the intervals that cross its
+edges are attributed correctly and the spike rule sees its neighbours, whatever the gaps), runs
 `greenmon.aggregator.pipeline.aggregate`, and writes ``meter_energy``, ``energy`` and
 ``intensity``. Windows only partly inside the range are left out unless `partial` is set (then
 the window holding `end` is written from the data so far, e.g. month to date, and its
@@ -10,8 +11,9 @@ completeness says how much of it is there).
 `Follower` is ``greenmon aggregate --follow``: a watermark (the newest device time minus a
 lateness bound) decides which windows are complete; every poll it compares the readings per
 local day with what it saw before, and recomputes each day that changed (late data, catch-up
-after a gap) together with the days that became complete, and the month they belong to (month
-to date). Results overwrite earlier ones (same tags and timestamp), so nothing is counted twice.
+after a gap, and with it the day before: the interval a late reading closes may begin there)
+together with the days that became complete, and the month they belong to (month to date).
+Results overwrite earlier ones (same tags and timestamp), so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ import polars as pl
 from greenmon.aggregator.energy import TOTAL
 from greenmon.aggregator.pipeline import aggregate
 from greenmon.aggregator.reference import ReferenceChoice, References, load_references
-from greenmon.aggregator.store import day_counts, read_readings, reading_bounds, write_frame
+from greenmon.aggregator.store import (
+    day_counts,
+    edge_readings,
+    read_readings,
+    reading_bounds,
+    write_frame,
+)
 from greenmon.aggregator.windows import DEFAULT_TZ, WINDOWS
 from greenmon.influx import InfluxClient
 from greenmon.registry import Registry
@@ -43,7 +51,6 @@ _MEASUREMENTS = ("meter_energy", "energy", "intensity")
 class Options:
     windows: tuple[str, ...] = WINDOWS
     tz: str = DEFAULT_TZ
-    margin: timedelta = timedelta(days=1)
     chunk: timedelta = timedelta(days=1)
     references: References | None = None
     choice: ReferenceChoice = field(default_factory=ReferenceChoice)
@@ -97,7 +104,9 @@ def run_range(
 ) -> RangeResult:
     """Recompute and write every window in [start, end) (see the module docstring)."""
     result = RangeResult(start, end)
-    readings = read_readings(client, start - opts.margin, end + opts.margin, chunk=opts.chunk)
+    readings = pl.concat(
+        [read_readings(client, start, end, chunk=opts.chunk), edge_readings(client, start, end)]
+    )
     result.readings = readings.height
     if readings.is_empty():
         return result
@@ -215,11 +224,18 @@ class Follower:
         months: set[datetime] = set()
         for day in dirty:
             end = min(next_day(day, self.opts.tz), watermark)
+            # A day that changed after it was complete: late data, whose first interval may
+            # begin the day before.
+            start = (
+                local_day_start(day - timedelta(hours=12), self.opts.tz)
+                if day in self.seen
+                else day
+            )
             results.append(
                 run_range(
                     self.client,
                     self.registry,
-                    day,
+                    start,
                     end,
                     self.opts,
                     windows=tuple(w for w in self.opts.windows if w != "1mo"),
@@ -264,13 +280,11 @@ def default_options(
     tz: str = DEFAULT_TZ,
     references: References | None = None,
     choice: ReferenceChoice | None = None,
-    margin: timedelta = timedelta(days=1),
     chunk: timedelta = timedelta(days=1),
 ) -> Options:
     return Options(
         windows=windows,
         tz=tz,
-        margin=margin,
         chunk=chunk,
         references=references or load_references(),
         choice=choice or ReferenceChoice(),

@@ -33,6 +33,7 @@ __all__ = [
     "MEASUREMENTS",
     "StoreError",
     "day_counts",
+    "edge_readings",
     "read_readings",
     "reading_bounds",
     "to_lines",
@@ -45,6 +46,12 @@ MEASUREMENTS: Final = {
     "meter_energy": (METER_ENERGY_TAGS, METER_ENERGY_FIELDS),
     "energy": (ENERGY_TAGS, ENERGY_FIELDS),
     "intensity": (INTENSITY_TAGS, INTENSITY_FIELDS),
+}
+#: String fields: every stored figure names the reference rows it was computed with.
+STRING_FIELDS: Final = {
+    "meter_energy": ("reference",),
+    "energy": ("reference",),
+    "intensity": ("reference", "reference_status"),
 }
 _TIME: Final = pl.Datetime("ms", "UTC")
 _READINGS_SCHEMA: Final = pl.Schema(
@@ -100,6 +107,31 @@ def read_readings(
     return pl.concat(frames)
 
 
+def edge_readings(
+    client: InfluxClient, start: datetime, end: datetime, *, per_meter: int = 2
+) -> pl.DataFrame:
+    """Each meter's last `per_meter` readings before `start` and first after `end` (however
+    long ago or ahead): the intervals that cross the range's edges, and the neighbours the
+    spike rule needs, whatever the gaps."""
+    frames = []
+    for where, order in ((f"time < {_ms(start)}ms", " ORDER BY time DESC"),
+                         (f"time >= {_ms(end)}ms", "")):  # fmt: skip
+        df = client.query(
+            f'SELECT "value" FROM "{READINGS}" WHERE {where} GROUP BY "meter"{order} '
+            f"LIMIT {per_meter}",
+            epoch="ms",
+        )
+        if df.height:
+            frames.append(
+                df.select(
+                    pl.col("meter").cast(pl.String),
+                    pl.col("time").cast(pl.Int64).cast(_TIME),
+                    pl.col("value").cast(pl.Float64),
+                )
+            )
+    return pl.concat(frames) if frames else pl.DataFrame(schema=_READINGS_SCHEMA)
+
+
 def reading_bounds(client: InfluxClient) -> tuple[datetime, datetime] | None:
     """Device times of the oldest and the newest reading, or None when there are none."""
     bounds: list[int] = []
@@ -139,16 +171,21 @@ def _escape_key_expr(column: str) -> pl.Expr:
 
 
 def to_lines(
-    frame: pl.DataFrame, measurement: str, tags: Sequence[str], fields: Sequence[str]
+    frame: pl.DataFrame,
+    measurement: str,
+    tags: Sequence[str],
+    fields: Sequence[str],
+    strings: Sequence[str] = (),
 ) -> pl.Series:
     """Line protocol for every row of `frame` (``time`` + `tags` + `fields`), vectorised.
 
     Tag values are escaped as `greenmon.lineprotocol.escape_tag` does; a row with a null or
     empty tag value is written without that tag; a value that cannot be written portably
-    raises `StoreError` naming it. Fields are floats; nulls and non-finite values are left
-    out, and a row with no field left is dropped (InfluxDB needs at least one).
+    raises `StoreError` naming it. Fields are floats, `strings` are string fields (quoted,
+    ``\\`` and ``"`` escaped); nulls and non-finite values are left out, and a row with no
+    field left is dropped (InfluxDB needs at least one).
     """
-    missing = [c for c in ("time", *tags, *fields) if c not in frame.columns]
+    missing = [c for c in ("time", *tags, *fields, *strings) if c not in frame.columns]
     if missing:
         raise StoreError(f"{measurement}: frame lacks column(s) {', '.join(missing)}")
     if frame.is_empty():
@@ -174,6 +211,19 @@ def to_lines(
             pl.concat_str(pl.lit(f + "="), pl.col(f).cast(pl.Float64).cast(pl.String))
         )
         for f in fields
+    ]
+    field_parts += [
+        pl.when(pl.col(f).is_not_null()).then(
+            pl.concat_str(
+                pl.lit(f + '="'),
+                pl.col(f)
+                .cast(pl.String)
+                .str.replace_all("\\", "\\\\", literal=True)
+                .str.replace_all('"', '\\"', literal=True),
+                pl.lit('"'),
+            )
+        )
+        for f in strings
     ]
     fields_expr = pl.concat_str(field_parts, separator=",", ignore_nulls=True)
     return (
@@ -208,7 +258,8 @@ def write_frame(
     field_list = [
         f for f in (fields if fields is not None else default_fields) if f in frame.columns
     ]
-    lines = to_lines(frame, measurement, tag_list, field_list)
+    strings = [f for f in STRING_FIELDS.get(measurement, ()) if f in frame.columns]
+    lines = to_lines(frame, measurement, tag_list, field_list, strings)
     if lines.is_empty():
         return 0
     return client.write(lines.to_list(), precision="ms")

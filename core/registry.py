@@ -90,6 +90,9 @@ _MONTHLY_NUMBERS: Final = MONTHLY_COLUMNS[2:7]
 KINDS: Final = ("register", "interval")
 ROLES: Final = ("boundary", "sub", "export", "generation")
 DEFAULT_INTERVAL_S: Final = 900
+#: Optional meters.csv column: the most a meter can plausibly register per hour (native units,
+#: after the multiplier); the aggregator quarantines deltas above it as spikes or jumps.
+MAX_RATE_COLUMN: Final = "max_rate_per_h"
 _TRUE: Final = ("true", "1")
 _FALSE: Final = ("false", "0")
 _MONTH_PATTERN: Final = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -485,6 +488,8 @@ def _check_meters(c: _FileChecks, known_ids: pl.Series | None) -> None:
     )
     c.number("multiplier", positive=True)
     c.number("rollover", positive=True)
+    if MAX_RATE_COLUMN in c.df.columns:
+        c.number(MAX_RATE_COLUMN, positive=True)
     if "interval_s" in c.df.columns:
         seconds = _number("interval_s")
         whole = seconds.is_finite() & (seconds == seconds.floor()) & (seconds > 0)
@@ -542,7 +547,8 @@ def _type_meters(df: pl.DataFrame) -> pl.DataFrame:
         pl.col("role").str.to_lowercase(),
         pl.col("raw_material").str.to_lowercase().is_in(_TRUE).alias("raw_material"),
         interval.fill_null(DEFAULT_INTERVAL_S).alias("interval_s"),
-        *_extras(df, *METER_COLUMNS, "interval_s"),
+        *([pl.col(MAX_RATE_COLUMN).cast(pl.Float64)] if MAX_RATE_COLUMN in df.columns else []),
+        *_extras(df, *METER_COLUMNS, "interval_s", MAX_RATE_COLUMN),
     )
 
 

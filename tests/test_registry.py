@@ -237,6 +237,25 @@ def test_interval_s_column_is_optional(registry_dir: Path) -> None:
     assert reg.meters.schema["interval_s"] == pl.Int64
 
 
+def test_max_rate_column_is_optional_and_checked(registry_dir: Path) -> None:
+    path = registry_dir / "meters.csv"
+    rows = _rows(path)
+    _write(path, [[*rows[0], "max_rate_per_h"], *([*r, "5000"] for r in rows[1:])])
+    reg = load_registry(registry_dir)
+    assert reg.meters.schema["max_rate_per_h"] == pl.Float64
+    assert reg.meters.get_column("max_rate_per_h").to_list() == [5000.0] * 11
+    rows = _rows(path)
+    rows[3][-1] = "-1"
+    rows[4][-1] = "lots"
+    _write(path, rows)
+    with pytest.raises(RegistryError) as err:
+        load_registry(registry_dir)
+    assert [str(p) for p in err.value.problems] == [
+        "meters.csv:4: max_rate_per_h: must be > 0, got -1",
+        "meters.csv:5: max_rate_per_h: not a number: 'lots'",
+    ]
+
+
 # --------------------------------------------------------------------------- one bad row each
 
 Mutation = Callable[[Path], None]

@@ -145,3 +145,30 @@ def test_follow_recomputes_the_day_late_data_changes(
     assert_frame_equal(
         stored.sort("meter", "time"), _daily(batch.frames["meter_energy"]), rel_tol=1e-12
     )
+
+
+def test_a_range_after_a_long_gap_gets_its_share(
+    client: InfluxClient, world: tuple[Registry, pl.DataFrame, list[tuple[int, str]]]
+) -> None:
+    """A meter silent for two days: the interval that ends inside the range started long
+    before it, and the range still gets exactly its share of that interval's energy."""
+    registry, _truth, lines = world
+    meter = lines[0][1].split("meter=")[1].split(" ")[0]
+    lo_ms = (DAY0 + timedelta(hours=6)).timestamp() * 1000
+    hi_ms = (DAY0 + 2 * DAY + timedelta(hours=6)).timestamp() * 1000
+    kept = [
+        line for ts, line in lines
+        if not (lo_ms < ts < hi_ms and f"meter={meter} " in line)
+    ]  # fmt: skip
+    client.write(kept)
+    opts = default_options(windows=("1h", "1d"))
+    whole = run_range(client, registry, DAY0, DAY0 + 3 * DAY, opts)
+    last_day = run_range(client, registry, DAY0 + 2 * DAY, DAY0 + 3 * DAY, opts)
+
+    def day3(result: object) -> pl.DataFrame:
+        frame = result.frames["meter_energy"]  # type: ignore[attr-defined]
+        return _daily(frame).filter((pl.col("meter") == meter) & (pl.col("time") == DAY0 + 2 * DAY))
+
+    expected = day3(whole)
+    assert expected.height == 1 and expected["quantity"][0] > 0
+    assert_frame_equal(day3(last_day), expected, rel_tol=1e-12)

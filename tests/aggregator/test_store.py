@@ -143,3 +143,23 @@ def test_chunked_reads_get_every_reading_once(client: InfluxClient) -> None:
     counts = day_counts(client, T0 - timedelta(days=1), "Asia/Shanghai")
     assert sum(counts.values()) == 1800
     assert min(counts) == T0  # local midnight of 2025-06-02
+
+
+@pytest.mark.integration
+def test_reference_is_stored_as_a_string_field(client: InfluxClient) -> None:
+    ref = (
+        'energy_coefficients.csv:2 electricity 0.1229 "当量值" C:\\refs\\x (2020, verified)\nline 2'
+    )
+    frame = pl.DataFrame(
+        {
+            "time": [T0], "enterprise": ["E1"], "carrier": ["total"], "county": ["崇川区"],
+            "industry": ["C3731"], "window": ["1d"], "kgce": [12.5], "reference": [ref],
+        }
+    )  # fmt: skip
+    [line] = to_lines(frame, "energy", ["enterprise"], ["kgce"], ["reference"]).to_list()
+    expected = format_line("energy", {"enterprise": "E1"}, {"kgce": 12.5, "reference": ref}, 0)
+    assert line.rsplit(" ", 1)[0] == expected.rsplit(" ", 1)[0]
+    assert write_frame(client, "energy", frame) == 1
+    back = client.query('SELECT "reference", "kgce" FROM "energy"')
+    assert back["reference"].to_list() == [ref]
+    assert back["kgce"].to_list() == [12.5]
