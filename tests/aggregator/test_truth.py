@@ -7,7 +7,8 @@ compared with what the meters really consumed:
 - per meter, the energy between its first and last received reading equals the truth
   (rollovers, spikes, gaps, duplicates, reordering and clock skew change nothing), except on
   meters that were replaced, where the old meter's last part is unknowable and the computed
-  figure is lower by at most one interval's consumption;
+  figure is lower by at most one interval's consumption; per enterprise, comprehensive
+  consumption in kgce equals the truth for every enterprise whose meters were all kept;
 - every injected spike, meter replacement and rollover is reported as such;
 - completeness is 1 for hours a gateway fully delivered, and below 1 for hours it lost.
 """
@@ -59,10 +60,9 @@ def case(
     readings = pl.DataFrame(rows, schema=schema, orient="row").select(
         "meter", pl.col("t").cast(TIME).alias("time"), "value"
     )
-    out = aggregate(readings.lazy(), registry, windows=("1h", "1d")).collect(
-        "meter_energy", "events"
-    )
-    return registry, truth, {**out, "readings": readings}
+    agg = aggregate(readings.lazy(), registry, windows=("1h", "1d"))
+    out = agg.collect("meter_energy", "energy", "events")
+    return registry, truth, {**out, "readings": readings, "factors": agg.factors}
 
 
 def test_every_fault_kind_is_present(
@@ -113,6 +113,36 @@ def test_energy_per_meter_equals_the_truth(
         (pl.col("computed") - pl.col("truth")).abs() > 1e-6 * pl.col("truth").abs().clip(1.0)
     )
     assert bad.is_empty(), bad
+    # Per enterprise (comprehensive consumption, kgce): boundary + generation - export, sub
+    # never added, with the factors the aggregator chose; exact for every enterprise whose
+    # meters were all kept.
+    sign = {"boundary": 1.0, "generation": 1.0, "export": -1.0, "sub": 0.0}
+    factor = out["factors"].filter(pl.col("year") == 2025).select("meter_id", "kgce_per_unit")
+    expected = (
+        both.join(registry.meters.select("meter_id", "enterprise_id", "role"), on="meter_id")
+        .join(factor, on="meter_id")
+        .group_by("enterprise_id")
+        .agg(
+            (pl.col("truth") * pl.col("kgce_per_unit") * pl.col("role").replace_strict(sign))
+            .sum()
+            .alias("truth_kgce"),
+            pl.col("replaced").any(),
+        )
+        .filter(~pl.col("replaced"))
+    )
+    computed = (
+        out["energy"]
+        .filter((pl.col("window") == "1d") & (pl.col("carrier") == "total"))
+        .group_by(pl.col("enterprise").alias("enterprise_id"))
+        .agg(pl.col("kgce").sum())
+    )
+    per_enterprise = expected.join(computed, on="enterprise_id")
+    assert per_enterprise.height == expected.height > 0
+    off = per_enterprise.filter(
+        (pl.col("kgce") - pl.col("truth_kgce")).abs() > 1e-6 * pl.col("truth_kgce").abs()
+    )
+    assert off.is_empty(), off
+
     replaced = both.filter(pl.col("replaced"))
     assert replaced.height > 0
     # Lower by what the old meter registered before it was replaced: at most that interval.
