@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -186,7 +187,7 @@ def run_demo(
 
     summary = _summarize(
         client, registry, truth, plan, final, month, refs, meter_factors, ReferenceChoice(),
-        opts, ingest_summary, follow_summary, result.published, lo, hi,
+        opts, ingest_summary, follow_summary, result.published, lo, hi, tz,
     )  # fmt: skip
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["work_dir"] = str(work)
@@ -216,6 +217,7 @@ def _summarize(
     published: int,
     lo: datetime,
     hi: datetime,
+    tz: str,
 ) -> dict[str, Any]:
     # Energy by county and industry: read back what was written (1d windows, carrier=total).
     energy = client.query(
@@ -270,10 +272,9 @@ def _summarize(
     reference = None
     if intensity is not None and intensity.height:
         days_covered = (hi - lo).total_seconds() / 86400
-        local_month = local_month_start(lo, "Asia/Shanghai")
-        days_in_month = (
-            (local_month + timedelta(days=32)).replace(day=1) - local_month
-        ).total_seconds() / 86400
+        first = lo.astimezone(ZoneInfo(tz)).replace(day=1)
+        following = (first + timedelta(days=32)).replace(day=1)
+        days_in_month = (following - first).days
         scale = days_in_month / min(days_covered, days_in_month)
         ranked = (
             intensity.filter(pl.col("ratio_to_reference").is_not_null())
