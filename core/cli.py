@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from greenmon import __version__
+from greenmon.aggregator.bench import register_bench as register_aggregate_bench
 from greenmon.aggregator.cli import register as register_aggregate
 from greenmon.cli_common import (
     JsonOption,
@@ -52,6 +53,7 @@ bench_app = typer.Typer(
 )
 register_ingest_bench(bench_app)
 register_simulate_bench(bench_app)
+register_aggregate_bench(bench_app)
 app.add_typer(bench_app, name="bench")
 
 

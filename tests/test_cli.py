@@ -52,6 +52,7 @@ OFFLINE = [
     ["services", "dev-tls"],
     ["simulate", "fleet"],
     ["bench", "ingest"],
+    ["bench", "aggregate"],
 ]
 
 
