@@ -8,9 +8,9 @@ command line can report any aggregator failure as a readable message. Foreign ex
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from greenmon.errors import GreenmonError
+from greenmon.registry import RegistryProblem
 
 __all__ = [
     "AggregatorError",
@@ -25,20 +25,11 @@ class AggregatorError(GreenmonError):
     """Root of every error the aggregator stage raises on purpose."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReferenceProblem:
-    """One thing wrong with a reference-data file: where (file, line, key/column) and why."""
+class ReferenceProblem(RegistryProblem):
+    """One thing wrong with a reference-data file: where (file, line, key/column) and why,
+    reported exactly like a registry problem (``file:line: column: reason``)."""
 
-    file: str
-    line: int | None
-    column: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return (
-            f"{where}: {self.column}: {self.reason}" if self.column else f"{where}: {self.reason}"
-        )
+    __slots__ = ()
 
 
 class ReferenceDataError(AggregatorError):

@@ -69,6 +69,14 @@ def _ms(moment: datetime) -> int:
     return int(moment.astimezone(UTC).timestamp() * 1000)
 
 
+def _readings_frame(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(
+        pl.col("meter").cast(pl.String),
+        pl.col("time").cast(pl.Int64).cast(_TIME),
+        pl.col("value").cast(pl.Float64),
+    )
+
+
 def read_readings(
     client: InfluxClient,
     start: datetime,
@@ -92,13 +100,7 @@ def read_readings(
             epoch="ms",
         )
         if df.height:
-            frames.append(
-                df.select(
-                    pl.col("meter").cast(pl.String),
-                    pl.col("time").cast(pl.Int64).cast(_TIME),
-                    pl.col("value").cast(pl.Float64),
-                )
-            )
+            frames.append(_readings_frame(df))
         if progress is not None:
             progress(i + 1, steps)
         lo = hi
@@ -122,13 +124,7 @@ def edge_readings(
             epoch="ms",
         )
         if df.height:
-            frames.append(
-                df.select(
-                    pl.col("meter").cast(pl.String),
-                    pl.col("time").cast(pl.Int64).cast(_TIME),
-                    pl.col("value").cast(pl.Float64),
-                )
-            )
+            frames.append(_readings_frame(df))
     return pl.concat(frames) if frames else pl.DataFrame(schema=_READINGS_SCHEMA)
 
 

@@ -40,7 +40,13 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
-from greenmon.registry import ENTERPRISES_FILE, METERS_FILE, MONTHLY_FILE
+from greenmon.registry import (
+    ENTERPRISE_COLUMNS,
+    ENTERPRISES_FILE,
+    METER_COLUMNS,
+    METERS_FILE,
+    MONTHLY_FILE,
+)
 from greenmon.simulators.errors import FleetError
 from greenmon.simulators.params import (
     CARRIER_CODES,
@@ -95,41 +101,15 @@ CT_RATIOS: Final = (
 _WHOLE_UNITS: Final = frozenset({"艘", "座", "台"})
 _GREEN_LABELS: Final = ("ISO 50001", "ISO 14001", "省级绿色工厂")
 
+# The registry's own column lists (core/registry.py), plus the optional columns a fleet has.
 REGISTRY_ENTERPRISE_COLUMNS: Final = (
-    "enterprise_id",
-    "name",
-    "county",
-    "industry",
-    "land_area_mu",
-    "annual_quota_tce",
-    "intensity_target_tce_per_10k_yuan",
+    *ENTERPRISE_COLUMNS,
     "green_attributes",
     "key_energy_user",
     "lat",
     "lon",
 )
-REGISTRY_METER_COLUMNS: Final = (
-    "meter_id",
-    "enterprise_id",
-    "carrier",
-    "unit",
-    "kind",
-    "multiplier",
-    "rollover",
-    "role",
-    "raw_material",
-    "interval_s",
-)
-MONTHLY_COLUMNS: Final = (
-    "enterprise_id",
-    "month",
-    "output_value_10k_yuan",
-    "value_added_10k_yuan",
-    "sales_10k_yuan",
-    "tax_10k_yuan",
-    "product_output",
-    "product_unit",
-)
+REGISTRY_METER_COLUMNS: Final = (*METER_COLUMNS, "interval_s")
 GATEWAY_COLUMNS: Final = (
     "enterprise_id",
     "gateway_id",
