@@ -149,20 +149,21 @@ def aggregate_cmd(
                 json_out,
             )
             return
-        bounds = reading_bounds(client)
         tz = settings.timezone
-
         lo = parse_moment(start, tz, "--from") if start else None
         hi = parse_moment(end, tz, "--to") if end else None
-        if bounds is not None:
+        if lo is not None and hi is not None and hi <= lo:
+            raise ConfigError("--to must be after --from")
+        if lo is None or hi is None:  # the range the data spans, in whole local days
+            bounds = reading_bounds(client)
+            if bounds is None:
+                raise ConfigError(
+                    f"no readings in database '{settings.database}' and no --from/--to given"
+                )
             lo = lo or local_day_start(bounds[0], tz)
             hi = hi or next_day(bounds[1], tz)
-        if lo is None or hi is None:
-            raise ConfigError(
-                f"no readings in database '{settings.database}' and no --from/--to given"
-            )
-        if hi <= lo:
-            raise ConfigError("--to must be after --from")
+            if hi <= lo:
+                raise ConfigError("--to must be after --from (and after the oldest reading)")
         with console.status("aggregating", spinner="dots") as status:
             result = run_range(client, registry, lo, hi, opts, say=lambda m: status.update(m))
     finally:
