@@ -38,7 +38,7 @@ from greenmon.aggregator.store import (
     write_frame,
 )
 from greenmon.aggregator.windows import DEFAULT_TZ, WINDOWS
-from greenmon.influx import InfluxClient
+from greenmon.influx import InfluxClient, InfluxConnectionError, InfluxUnavailableError
 from greenmon.registry import Registry
 
 log = logging.getLogger("greenmon.aggregator")
@@ -267,11 +267,20 @@ class Follower:
         return results
 
     def run(self, stop: threading.Event, poll_s: float) -> None:
+        """Poll until `stop` is set. InfluxDB being away (after the client's own retries) is
+        logged once per outage and retried next round: follow mode outlives it."""
+        down = False
         while not stop.is_set():
             try:
                 self.poll()
-            finally:
-                stop.wait(poll_s)
+                if down:
+                    log.warning("InfluxDB answers again; following")
+                    down = False
+            except (InfluxConnectionError, InfluxUnavailableError) as exc:
+                if not down:
+                    log.warning("InfluxDB unavailable (%s); retrying every %.0f s", exc, poll_s)
+                    down = True
+            stop.wait(poll_s)
 
 
 def default_options(

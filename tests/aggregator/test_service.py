@@ -7,7 +7,7 @@ checked here is reading back, recomputing, overwriting and following.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from greenmon.aggregator.service import Follower, default_options, run_range
+from greenmon.deploy.local import LocalServices
 from greenmon.influx import InfluxClient
 from greenmon.ingest.codec import decode
 from greenmon.lineprotocol import format_line
@@ -172,3 +173,44 @@ def test_a_range_after_a_long_gap_gets_its_share(
     expected = day3(whole)
     assert expected.height == 1 and expected["quantity"][0] > 0
     assert_frame_equal(day3(last_day), expected, rel_tol=1e-12)
+
+
+def test_follow_outlives_an_influxdb_outage(
+    own_services: Callable[..., LocalServices],
+    database: str,
+    world: tuple[Registry, pl.DataFrame, list[tuple[int, str]]],
+) -> None:
+    import threading
+    import time
+
+    registry, _truth, lines = world
+    svc = own_services("influxd")
+    # No client retries: each round fails fast while InfluxDB is away.
+    client = InfluxClient(svc.influx_url, database, max_retries=0, timeout=2)
+    client.ensure_database()
+    half = len(lines) // 2
+    client.write([line for _, line in lines[:half]])
+    follower = Follower(client, registry, default_options(windows=("1h", "1d")))
+    stop = threading.Event()
+    thread = threading.Thread(target=follower.run, args=(stop, 0.2), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while follower.recomputed_days == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert follower.recomputed_days > 0
+        svc.stop("influxd")
+        rounds = follower.rounds
+        time.sleep(1.5)
+        assert thread.is_alive() and follower.rounds > rounds  # still polling, not dead
+        svc.start("influxd")
+        done = follower.recomputed_days
+        client.write([line for _, line in lines[half:]])
+        deadline = time.monotonic() + 30
+        while follower.recomputed_days == done and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert follower.recomputed_days > done  # picked up where it left off
+    finally:
+        stop.set()
+        thread.join(10)
+        client.close()
