@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from greenmon.aggregator.energy import ROLE_SIGN
 from greenmon.config import Settings
 from greenmon.errors import GreenmonError
 from greenmon.influx import InfluxClient
@@ -68,7 +69,13 @@ def run_demo(
     settings: Settings, opts: DemoOptions, say: Say, progress: Progress | None = None
 ) -> dict[str, Any]:
     from greenmon.aggregator.reference import ReferenceChoice, load_references, meter_factors
-    from greenmon.aggregator.service import default_options, local_day_start, next_day, run_range
+    from greenmon.aggregator.service import (
+        default_options,
+        local_day_start,
+        local_month_start,
+        next_day,
+        run_range,
+    )
     from greenmon.deploy.local import LocalServices
     from greenmon.ingest.process import IngestorProcess
     from greenmon.registry import load_registry
@@ -195,12 +202,6 @@ def run_demo(
     return summary
 
 
-def local_month_start(moment: datetime, tz: str) -> datetime:
-    from greenmon.aggregator.service import local_month_start as lms
-
-    return lms(moment, tz)
-
-
 def _summarize(
     client: InfluxClient,
     registry: Any,
@@ -243,7 +244,6 @@ def _summarize(
     # Truth: the same roles and coefficients, applied to the true consumption.
     years = sorted({lo.year, hi.year})
     factors = meter_factors(registry.meters, refs, years, choice).filter(pl.col("year") == lo.year)
-    sign = {"boundary": 1.0, "generation": 1.0, "export": -1.0, "sub": 0.0}
     true_kgce = (
         truth.filter(pl.col("start").is_not_null() & (pl.col("start") < pl.col("end")))
         .filter((pl.col("start") >= lo) & (pl.col("end") <= hi))
@@ -252,7 +252,7 @@ def _summarize(
             (
                 pl.col("quantity")
                 * pl.col("kgce_per_unit")
-                * pl.col("role").replace_strict(sign, default=0.0)
+                * pl.col("role").replace_strict(ROLE_SIGN, default=0.0)
             ).sum()
         )
         .item()

@@ -51,12 +51,23 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+# Debian package of every program greenmon runs (services, and the C clients the bench uses).
+_PACKAGES = {
+    "mosquitto": "mosquitto",
+    "influxd": "influxdb",
+    "mosquitto_pub": "mosquitto-clients",
+    "mosquitto_sub": "mosquitto-clients",
+}
+
+
 def find_binary(name: str) -> str:
-    path = shutil.which(_BINARIES[name], path=_SEARCH_PATH)
+    """The path of the program `name` (a key of `_PACKAGES`), or a `ServicesError` that says
+    which Debian package to install."""
+    program = _BINARIES.get(name, name)
+    path = shutil.which(program, path=_SEARCH_PATH)
     if path is None:
-        pkg = "mosquitto" if name == "mosquitto" else "influxdb"
         raise ServicesError(
-            f"`{_BINARIES[name]}` not found; install it with `apt-get install -y {pkg}`"
+            f"`{program}` not found; install it with `apt-get install -y {_PACKAGES[name]}`"
         )
     return path
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import select
 import shutil
 import subprocess
@@ -312,7 +311,7 @@ def _count(client: InfluxClient) -> int:
 
 def _publisher(port: int, cfg: BenchConfig, client_id: str) -> list[str]:
     return [
-        find_binary_client("mosquitto_pub"),
+        find_binary("mosquitto_pub"),
         *("-h", "127.0.0.1", "-p", str(port), "-t", TOPIC, "-q", "1", "-l"),
         *("-M", str(cfg.publisher_inflight), "-i", client_id, "--quiet"),
     ]
@@ -346,15 +345,6 @@ class Publisher:
             self.proc.wait()
 
 
-def find_binary_client(name: str) -> str:
-    path = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin"]))
-    if path is None:
-        raise BenchError(
-            f"`{name}` not found; install it with `apt-get install -y mosquitto-clients`"
-        )
-    return path
-
-
 def broker_limit(
     port: int, payload_file: Path, messages: int, per_message: int, cfg: BenchConfig
 ) -> float:
@@ -364,7 +354,7 @@ def broker_limit(
     the timed subscriber receives every message even if it connects after the first publish.
     """
     sub_cmd = [
-        find_binary_client("mosquitto_sub"),
+        find_binary("mosquitto_sub"),
         *("-h", "127.0.0.1", "-p", str(port), "-t", TOPIC, "-q", "1", "-V", "mqttv5"),
         *("-c", "-x", "600", "-i", f"bench-limit-sub-{per_message}"),
     ]
@@ -401,7 +391,7 @@ def _warm_up(services: LocalServices, ingestor: IngestorProcess, cfg: BenchConfi
     payload = encode_single(meter_id(0), 0.0, int(time.time() * 1000) - 86_400_000, unit="kWh")
     subprocess.run(
         [
-            find_binary_client("mosquitto_pub"),
+            find_binary("mosquitto_pub"),
             *("-h", "127.0.0.1", "-p", str(_port(services.mqtt_url)), "-t", TOPIC, "-q", "1"),
             "-m",
             payload.decode(),
@@ -600,8 +590,8 @@ def naive_rate(
 def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> BenchReport:
     find_binary("mosquitto")
     find_binary("influxd")
-    find_binary_client("mosquitto_pub")
-    find_binary_client("mosquitto_sub")
+    find_binary("mosquitto_pub")
+    find_binary("mosquitto_sub")
     report = BenchReport(cfg)
     scratch = cfg.keep_dir or Path(tempfile.mkdtemp(prefix="greenmon-bench-"))
     scratch.mkdir(parents=True, exist_ok=True)

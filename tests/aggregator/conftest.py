@@ -11,43 +11,21 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from greenmon.registry import Registry, load_registry
+from greenmon.registry import (
+    ENTERPRISE_COLUMNS,
+    METER_COLUMNS,
+    MONTHLY_COLUMNS,
+    Registry,
+    load_registry,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 UTC = ZoneInfo("UTC")
 TIME = pl.Datetime("ms", "UTC")
 
-ENTERPRISE_HEADER = (
-    "enterprise_id",
-    "name",
-    "county",
-    "industry",
-    "land_area_mu",
-    "annual_quota_tce",
-    "intensity_target_tce_per_10k_yuan",
-)
-METER_HEADER = (
-    "meter_id",
-    "enterprise_id",
-    "carrier",
-    "unit",
-    "kind",
-    "multiplier",
-    "rollover",
-    "role",
-    "raw_material",
-    "interval_s",
-)
-MONTHLY_HEADER = (
-    "enterprise_id",
-    "month",
-    "output_value_10k_yuan",
-    "value_added_10k_yuan",
-    "sales_10k_yuan",
-    "tax_10k_yuan",
-    "product_output",
-    "product_unit",
-)
+ENTERPRISE_HEADER = ENTERPRISE_COLUMNS
+METER_HEADER = (*METER_COLUMNS, "interval_s")
+MONTHLY_HEADER = MONTHLY_COLUMNS
 
 
 def local(*args: int) -> datetime:

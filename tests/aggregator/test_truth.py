@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from greenmon.aggregator.energy import ROLE_SIGN
 from greenmon.aggregator.pipeline import aggregate
 from greenmon.ingest.codec import decode
 from greenmon.registry import Registry, load_registry
@@ -116,14 +117,13 @@ def test_energy_per_meter_equals_the_truth(
     # Per enterprise (comprehensive consumption, kgce): boundary + generation - export, sub
     # never added, with the factors the aggregator chose; exact for every enterprise whose
     # meters were all kept.
-    sign = {"boundary": 1.0, "generation": 1.0, "export": -1.0, "sub": 0.0}
     factor = out["factors"].filter(pl.col("year") == 2025).select("meter_id", "kgce_per_unit")
     expected = (
         both.join(registry.meters.select("meter_id", "enterprise_id", "role"), on="meter_id")
         .join(factor, on="meter_id")
         .group_by("enterprise_id")
         .agg(
-            (pl.col("truth") * pl.col("kgce_per_unit") * pl.col("role").replace_strict(sign))
+            (pl.col("truth") * pl.col("kgce_per_unit") * pl.col("role").replace_strict(ROLE_SIGN))
             .sum()
             .alias("truth_kgce"),
             pl.col("replaced").any(),
