@@ -254,7 +254,12 @@ def _decode_one(
     value = item.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return Rejection(RejectReason.BAD_VALUE, f"value {value!r} is not a number", meter_id, i)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond the float range
+        return Rejection(
+            RejectReason.NON_FINITE, "value is an integer beyond the float range", meter_id, i
+        )
     if not math.isfinite(value):
         return Rejection(RejectReason.NON_FINITE, f"value {value!r} is not finite", meter_id, i)
     unit = item.get("unit")
@@ -269,6 +274,13 @@ def _decode_one(
             return Rejection(
                 RejectReason.UNIT_MISMATCH,
                 f"unit {unit!r} does not convert to the registered {info.unit!r}",
+                meter_id,
+                i,
+            )
+        if not math.isfinite(value):
+            return Rejection(
+                RejectReason.NON_FINITE,
+                f"value is beyond the float range in the registered {info.unit!r}",
                 meter_id,
                 i,
             )
@@ -292,7 +304,7 @@ def _decode_one(
     if ts_ms > max_ms:
         return Rejection(
             RejectReason.FUTURE_TIMESTAMP,
-            f"ts {ts_ms} ms is {(ts_ms - max_ms) / 1000:.0f}s beyond the allowed skew",
+            f"ts {ts_ms} ms is {(ts_ms - max_ms) // 1000}s beyond the allowed skew",
             meter_id,
             i,
         )

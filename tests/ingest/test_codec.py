@@ -173,6 +173,27 @@ CASES: list[tuple[str, str, bytes, list[Reading], list[RejectReason]]] = [
     ),
     ("null value", T, j({"meter": "E0001-EL-MAIN", "value": None, "ts": TS_MS}), [], [R.BAD_VALUE]),
     (
+        "integer value beyond the float range",
+        T,
+        b'{"meter": "E0001-EL-MAIN", "value": 1' + b"0" * 400 + b', "ts": 1748736900000}',
+        [],
+        [R.NON_FINITE],
+    ),
+    (
+        "finite value that overflows once converted",
+        T,
+        j({"meter": "E0001-EL-MAIN", "value": 1.5e306, "unit": "MWh", "ts": TS_MS}),
+        [],
+        [R.NON_FINITE],
+    ),
+    (
+        "integer ts beyond the float range",
+        T,
+        b'{"meter": "E0001-EL-MAIN", "value": 1.5, "ts": 1' + b"0" * 400 + b"}",
+        [],
+        [R.FUTURE_TIMESTAMP],
+    ),
+    (
         "no timestamp anywhere",
         T,
         j({"readings": [{"meter": "E0001-EL-MAIN", "value": 1}]}),
