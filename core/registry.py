@@ -181,6 +181,10 @@ class Registry:
         """The registered meter with this id, or None."""
         return self._meters_by_id.get(meter_id)
 
+    def meter_infos(self) -> Iterable[MeterInfo]:
+        """Every registered meter."""
+        return self._meters_by_id.values()
+
     def __repr__(self) -> str:
         return (
             f"Registry(root={str(self.root)!r}, enterprises={self.enterprises.height}, "

@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenmon.influx import InfluxClient, InfluxError, InfluxWriteError
-from greenmon.ingest.codec import DecodeLimits, MeterLookup, Reading, decode
+from greenmon.ingest.codec import DecodeLimits, decode
 from greenmon.ingest.deadletter import DeadLetterSink
 from greenmon.ingest.errors import SpoolFullError
+from greenmon.ingest.fastpath import MEASUREMENT, SeriesTable, plain_lines
 from greenmon.ingest.metrics import IngestMetrics
 from greenmon.ingest.spool import Spool
-from greenmon.lineprotocol import escape_measurement, escape_tag
+from greenmon.registry import Registry
 
 log = logging.getLogger("greenmon.ingest")
 
-MEASUREMENT = "meter_reading"
 AckToken = Any  # opaque to the pipeline: handed back to `ack` once durable
 
 
@@ -46,7 +46,7 @@ class _Batch:
 class Pipeline:
     def __init__(
         self,
-        registry: MeterLookup,
+        registry: Registry,
         client: InfluxClient,
         spool: Spool,
         dead_letters: DeadLetterSink,
@@ -70,7 +70,7 @@ class Pipeline:
         self.batch_age_s = batch_age_s
         self._clock_ms = clock_ms
         self._batch = _Batch()
-        self._series: dict[str, str] = {}
+        self._table = SeriesTable(registry.meter_infos())
         self._slots = threading.BoundedSemaphore(max_inflight_writes)
         self._max_inflight = max_inflight_writes
         self._pool = ThreadPoolExecutor(max_inflight_writes, thread_name_prefix="influx-write")
@@ -86,35 +86,30 @@ class Pipeline:
         """Decode one message and add its readings to the current batch. Never raises for
         bad input: rejections go to the dead letters."""
         self.metrics.messages.inc()
-        out = decode(topic, payload, self.registry, self._clock_ms(), self.limits)
-        if out.rejections:
-            self.dead_letters.add(topic, payload, out.rejections)
-            for rej in out.rejections:
-                self.metrics.rejected.labels(rej.reason.value).inc()
+        now_ms = self._clock_ms()
         b = self._batch
         if not b.tokens:
             b.started = time.monotonic()
-        if out.readings:
-            series = self._series
-            b.lines.extend(
-                [
-                    f"{series.get(r.meter) or self._series_prefix(r)}{r.value!r} {r.ts_ns}"
-                    for r in out.readings
-                ]
-            )
-            b.max_ts_ns = max(b.max_ts_ns, max(r.ts_ns for r in out.readings))
-            self.metrics.readings.inc(len(out.readings))
+        plain = plain_lines(topic, payload, self._table, now_ms, self.limits)
+        if plain is not None:
+            lines, max_ts_ms = plain
+        else:
+            # Not plain: the codec checks everything and names each rejection.
+            out = decode(topic, payload, self.registry, now_ms, self.limits)
+            if out.rejections:
+                self.dead_letters.add(topic, payload, out.rejections)
+                for rej in out.rejections:
+                    self.metrics.rejected.labels(rej.reason.value).inc()
+            prefix = self._table.prefix
+            lines = [f"{prefix(r.enterprise, r.meter)}{r.value!r} {r.ts_ns}" for r in out.readings]
+            max_ts_ms = max((r.ts_ns for r in out.readings), default=0) // 1_000_000
+        if lines:
+            b.lines.extend(lines)
+            b.max_ts_ns = max(b.max_ts_ns, max_ts_ms * 1_000_000)
+            self.metrics.readings.inc(len(lines))
         b.tokens.append(token)
         if len(b.lines) >= self.batch_lines:
             self._flush()
-
-    def _series_prefix(self, r: Reading) -> str:
-        """Measurement and tags of `r`'s series, escaped once per meter and kept."""
-        prefix = self._series[r.meter] = (
-            f"{escape_measurement(MEASUREMENT)},carrier={escape_tag(r.carrier)},"
-            f"enterprise={escape_tag(r.enterprise)},meter={escape_tag(r.meter)} value="
-        )
-        return prefix
 
     def tick(self) -> None:
         """Flush the batch once it is old enough (called every loop iteration)."""
@@ -169,6 +164,8 @@ class Pipeline:
                     self._influx_down.set()
                 else:
                     self.metrics.write_latency.observe(time.perf_counter() - t0)
+                    # Before `written`: whoever sees the count sees this write's time (or later).
+                    self.metrics.last_write.set_to_current_time()
                     self.metrics.written.inc(len(batch.lines))
                     self.metrics.lag.set(max(0.0, time.time() - batch.max_ts_ns / 1e9))
                     return
@@ -207,6 +204,7 @@ class Pipeline:
                 backoff = min(backoff * 2, 5.0)
                 continue
             self.spool.commit(rec)
+            self.metrics.last_write.set_to_current_time()
             self.metrics.replayed.inc()
             self._spool_gauges()
             if self._influx_down.is_set():

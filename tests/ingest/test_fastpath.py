@@ -1,0 +1,233 @@
+"""The plain-case fast path is exact or declines: whenever it returns lines they are those
+of the readings `codec.decode` accepts, and decode would have rejected nothing."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from greenmon.ingest.codec import (
+    DecodeLimits,
+    encode_batch,
+    encode_single,
+    format_ts,
+    topic_for,
+)
+from greenmon.ingest.codec import decode as codec_decode
+from greenmon.ingest.fastpath import PlainLines, SeriesTable, plain_lines, series_prefix
+from greenmon.lineprotocol import format_line
+from greenmon.registry import Registry, load_registry
+from tests.ingest.test_codec import CASES, NOW, TS, TS_MS
+
+LIMITS = DecodeLimits()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return load_registry(Path(__file__).parent.parent / "data" / "registry")
+
+
+@pytest.fixture(scope="module")
+def table(registry: Registry) -> SeriesTable:
+    return SeriesTable(registry.meter_infos())
+
+
+def slow_lines(
+    topic: str, payload: bytes, registry: Registry, table: SeriesTable, now: int = NOW
+) -> tuple[list[str], int, int]:
+    """What the codec makes of a message, as lines: (lines, latest ts ms, rejections)."""
+    out = codec_decode(topic, payload, registry, now, LIMITS)
+    lines = [f"{table.prefix(r.enterprise, r.meter)}{r.value!r} {r.ts_ns}" for r in out.readings]
+    latest = max((r.ts_ns for r in out.readings), default=0) // 1_000_000
+    return lines, latest, len(out.rejections)
+
+
+def check_exact(
+    topic: str, payload: bytes, registry: Registry, table: SeriesTable, now: int = NOW
+) -> PlainLines | None:
+    fast = plain_lines(topic, payload, table, now, LIMITS)
+    lines, latest, rejected = slow_lines(topic, payload, registry, table, now)
+    if fast is not None:
+        assert rejected == 0, payload
+        assert fast.lines == lines, payload
+        assert fast.max_ts_ms == latest, payload
+    return fast
+
+
+@pytest.mark.parametrize(("topic", "payload"), [c[1:3] for c in CASES], ids=[c[0] for c in CASES])
+def test_codec_table_is_exact_or_declined(
+    registry: Registry, table: SeriesTable, topic: str, payload: bytes
+) -> None:
+    check_exact(topic, payload, registry, table)
+
+
+T = topic_for("E0001", "gw-01")
+PLAIN = [
+    encode_batch(
+        "gw-01",
+        TS,
+        [
+            {"meter": "E0001-EL-MAIN", "value": 123456.78, "unit": "kWh"},
+            {"meter": "E0001-NG-MAIN", "value": 8812.5, "ts": TS_MS - 900_000},
+            {"meter": "E0001-EL-MAIN", "value": 7, "ts": format_ts(TS_MS - 1)},
+        ],
+    ),
+    encode_batch("gw-01", TS_MS, [{"meter": "E0001-EL-MAIN", "value": -0.0}]),
+    encode_single("E0001-EL-MAIN", 1.5, TS_MS, unit="kWh"),
+    encode_single("E0001-EL-MAIN", 2.25, "2025-06-01T00:15:00.001Z"),
+    encode_batch("gw-01", TS, []),
+]
+
+
+@pytest.mark.parametrize("payload", PLAIN)
+def test_plain_messages_take_the_fast_path(
+    registry: Registry, table: SeriesTable, payload: bytes
+) -> None:
+    fast = check_exact(T, payload, registry, table)
+    assert fast is not None
+
+
+def test_lines_are_the_schema_lines(table: SeriesTable) -> None:
+    fast = plain_lines(T, PLAIN[0], table, NOW, LIMITS)
+    assert fast is not None
+    tags = {"carrier": "electricity", "enterprise": "E0001", "meter": "E0001-EL-MAIN"}
+    assert fast.lines[0] == format_line(
+        "meter_reading", tags, {"value": 123456.78}, TS_MS * 1_000_000
+    )
+    assert fast.max_ts_ms == TS_MS
+
+
+def test_prefix_escapes_tag_values() -> None:
+    assert series_prefix("E 1", "m,1", "el=c") == (
+        r"meter_reading,carrier=el\=c,enterprise=E\ 1,meter=m\,1 value="
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"meter": "E0001-EL-MAIN", "value": 1.5, "ts": 1748736900000, "unit": "MWh"}',
+        b'{"meter": "E0001-EL-MAIN", "value": 9007199254740993, "ts": 1748736900000}',
+        b'{"meter": "E0001-EL-MAIN", "value": true, "ts": 1748736900000}',
+        b'{"meter": "E0001-EL-MAIN", "value": NaN, "ts": 1748736900000}',
+        b'{"meter": "E0001-EL-MAIN", "value": 1.5, "ts": null}',
+        b'{"readings": [{"meter": "E0001-EL-MAIN", "value": 1.5}]}',
+        b'{"ts": "garbage", "readings": [{"meter": "E0001-EL-MAIN", "value": 1.5}]}',
+        b'{"readings": null, "meter": "E0001-EL-MAIN", "value": 1.5, "ts": 1748736900000}',
+        b'{"meter": "E0002-EL-MAIN", "value": 1.5, "ts": 1748736900000}',
+        b'[{"meter": "E0001-EL-MAIN", "value": 1.5, "ts": 1748736900000}]',
+    ],
+)
+def test_anything_not_plain_is_declined(
+    registry: Registry, table: SeriesTable, payload: bytes
+) -> None:
+    assert check_exact(T, payload, registry, table) is None
+
+
+def test_future_and_limits_decline(registry: Registry, table: SeriesTable) -> None:
+    future = encode_single("E0001-EL-MAIN", 1.5, NOW + 300_001)
+    assert check_exact(T, future, registry, table) is None
+    edge = encode_single("E0001-EL-MAIN", 1.5, NOW + 300_000)
+    assert check_exact(T, edge, registry, table) is not None
+    assert plain_lines(T, edge, table, NOW, DecodeLimits(max_payload_bytes=10)) is None
+    many = encode_batch("g", TS_MS, [{"meter": "E0001-EL-MAIN", "value": 1.0}] * 3)
+    assert plain_lines(T, many, table, NOW, DecodeLimits(max_readings=2)) is None
+    assert plain_lines("other/E0001/g/readings", edge, table, NOW, LIMITS) is None
+    assert plain_lines(topic_for("E9999", "g"), edge, table, NOW, LIMITS) is None
+
+
+# -- generated messages: a mix of plain and every kind of odd -------------------------
+
+METERS = ["E0001-EL-MAIN", "E0001-NG-MAIN", "E0002-EL-MAIN", "NOPE", "", 5, None]
+VALUES: list[Any] = [1.5, -0.0, 7, 2**53 + 1, 10**400, True, "3", None, float("nan"), 1e308]
+UNITS: list[Any] = [None, "kWh", "MWh", "Wh", "m3", "Nm3", "GJ", 3]
+TSS: list[Any] = [TS_MS, TS, "2025-06-01T00:15:00Z", "garbage", 1748736900, NOW + 10**9]
+TSS += [float(TS_MS), True, None, 10**400, "2025-06-01T08:15:00"]
+ABSENT = object()
+REGISTERED_UNIT = {"E0001-EL-MAIN": "kWh", "E0001-NG-MAIN": "m3"}
+
+
+def reading_doc(meter: Any, value: Any, unit: Any, ts: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"meter": meter, "value": value}
+    if unit is not ABSENT:
+        doc["unit"] = unit
+    if ts is not ABSENT:
+        doc["ts"] = ts
+    return doc
+
+
+readings_st = st.builds(
+    reading_doc,
+    st.sampled_from(METERS[:2]) | st.sampled_from(METERS),
+    st.sampled_from(VALUES[:3]) | st.sampled_from(VALUES) | st.floats(allow_nan=True),
+    st.sampled_from([ABSENT, None, "kWh"]) | st.sampled_from(UNITS),
+    st.sampled_from([ABSENT, TS_MS]) | st.sampled_from(TSS) | st.integers(),
+)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    single=st.booleans(),
+    msg_ts=st.sampled_from([ABSENT, TS, TS_MS]) | st.sampled_from(TSS),
+    items=st.lists(readings_st | st.sampled_from([5, "x", None, []]), max_size=6),
+)
+def test_generated_messages_are_exact_or_declined(
+    registry: Registry, table: SeriesTable, single: bool, msg_ts: Any, items: list[Any]
+) -> None:
+    if single and items and isinstance(items[0], dict):
+        doc: Any = items[0]
+    else:
+        doc = {"gateway": "gw-01", "readings": items}
+        if msg_ts is not ABSENT:
+            doc["ts"] = msg_ts
+    check_exact(T, json.dumps(doc).encode(), registry, table)
+
+
+def test_mostly_plain_streams_take_the_fast_path(registry: Registry, table: SeriesTable) -> None:
+    """A seeded stream in which one reading in twenty is odd: exact throughout, and the fast
+    path takes exactly the messages with no odd reading."""
+    rng = random.Random(7)
+    taken = plain = 0
+    for _ in range(2000):
+        odd_count = 0
+        items = []
+        for _ in range(rng.randint(1, 8)):
+            if rng.random() < 0.05:
+                odd_count += 1
+                items.append(
+                    reading_doc(
+                        rng.choice(METERS[2:]), rng.choice(VALUES), rng.choice(UNITS), "garbage"
+                    )
+                )
+            else:
+                meter = rng.choice(METERS[:2])
+                items.append(
+                    reading_doc(
+                        meter,
+                        rng.choice([rng.uniform(-1e6, 1e6), rng.randint(0, 10**6)]),
+                        rng.choice([ABSENT, None, REGISTERED_UNIT[meter]]),
+                        rng.choice([ABSENT, TS_MS - rng.randint(0, 10**9), TS]),
+                    )
+                )
+        payload = encode_batch("gw-01", rng.choice([TS, TS_MS]), items)
+        fast = check_exact(T, payload, registry, table)
+        plain += odd_count == 0
+        taken += fast is not None
+        assert (fast is not None) == (odd_count == 0)
+    assert taken == plain > 1000
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"-Infinity", b"1e400", b"-1e309"])
+def test_orjson_never_yields_a_non_finite_float(literal: bytes) -> None:
+    """The fast path relies on it instead of testing every value."""
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(b'{"value": ' + literal + b"}")
