@@ -14,8 +14,10 @@ Speed: paho reads each packet's header a byte at a time, one ``recv`` system cal
 256 KiB serves many packets) and the loop drains whatever was read before selecting again;
 acknowledgements go out as one write of many PUBACK packets rather than one system call each,
 and a QoS 1 PUBLISH without MQTT 5 properties (what gateways send) is handed over without
-building paho's `MQTTMessage` and `Properties` objects (a third of the CPU per message). These
-touch paho internals (`_create_socket`, `_packet_queue`, `_handle_publish`, `_in_packet`), so
+building paho's `MQTTMessage` and `Properties` objects (a third of the CPU per message); whole
+such packets already read ahead are parsed in one pass between packets, without paho's
+per-packet `_packet_read` bookkeeping. These touch paho internals (`_create_socket`,
+`_packet_queue`, `_handle_publish`, `_packet_read`, `_in_packet`, `_msgtime_mutex`), so
 they live in `_Client` alone, fall back to paho's own path for anything else, and
 tests/ingest/test_mqtt.py pins them against the installed paho.
 """
@@ -76,6 +78,42 @@ class _ReadAheadSocket:
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
         return len(self._buf) - self._pos + int(inner)
 
+    def take_publishes(self, handler: Callable[[str, bytes, int], None]) -> int:
+        """Hand every whole QoS 1 PUBLISH without properties at the front of the buffer to
+        `handler` as (topic, payload, packet id), consuming it; stop at anything else (other
+        packet types, properties, a packet cut by the end of the buffer), which paho then reads
+        as usual. Returns how many were handed over."""
+        buf = self._buf
+        end = len(buf)
+        pos = self._pos
+        n = 0
+        while pos + 5 <= end and buf[pos] & 0xF6 == 0x32:  # PUBLISH, QoS 1 (DUP/RETAIN any)
+            # Remaining length: 1 to 4 bytes, 7 bits each, least significant first.
+            p = pos + 1
+            length = mult = 0
+            while p < end and p - pos <= 4:
+                byte = buf[p]
+                p += 1
+                length |= (byte & 0x7F) << mult
+                mult += 7
+                if byte < 0x80:
+                    break
+            else:
+                break  # cut by the end of the buffer, or malformed: paho decides
+            stop = p + length
+            topic_end = p + 2 + ((buf[p] << 8) | buf[p + 1]) if p + 2 <= end else end
+            if stop > end or topic_end + 3 > stop or buf[topic_end + 2] != 0:
+                break
+            try:
+                topic = buf[p + 2 : topic_end].decode("utf-8")
+            except UnicodeDecodeError:
+                break
+            mid = (buf[topic_end] << 8) | buf[topic_end + 1]
+            self._pos = pos = stop  # consumed before the handler runs
+            n += 1
+            handler(topic, buf[topic_end + 3 : stop], mid)
+        return n
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
@@ -99,6 +137,22 @@ class _Client(paho.Client):
                 handler(topic, bytes(packet[end + 3 :]), (packet[end] << 8) | packet[end + 1])
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._handle_publish()
+
+    def _packet_read(self) -> MQTTErrorCode:
+        # Between packets, whole QoS 1 PUBLISH packets already read ahead are handed over in
+        # one pass, without paho's per-packet bookkeeping (its `_packet_read` is most of the
+        # remaining CPU per message); everything else takes paho's own path.
+        sock, handler = self.read_ahead, self.on_qos1_message
+        if (
+            sock is not None
+            and handler is not None
+            and self._in_packet["command"] == 0
+            and sock.take_publishes(handler)
+        ):
+            with self._msgtime_mutex:
+                self._last_bytes_received = paho.time_func()
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_read()
 
     read_ahead: _ReadAheadSocket | None = None
 

@@ -56,6 +56,55 @@ def test_read_ahead_serves_small_reads_from_one_recv() -> None:
     assert sock.fileno() == 42  # everything else is the socket's own
 
 
+def publish_packet(
+    topic: bytes, payload: bytes, mid: int, *, header: int = 0x32, properties: bytes = b"\x00"
+) -> bytes:
+    """An MQTT 5 PUBLISH (QoS 1, no properties unless given), any remaining-length size."""
+    body = len(topic).to_bytes(2, "big") + topic
+    if header & 0x06:
+        body += mid.to_bytes(2, "big")
+    body += properties + payload
+    n, length = len(body), b""
+    while True:
+        n, byte = divmod(n, 128)
+        length += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return bytes([header]) + length + body
+
+
+def _filled(data: bytes) -> _ReadAheadSocket:
+    sock = _ReadAheadSocket(_FakeSock([data]))
+    assert sock.recv(0) == b""  # the read-ahead's one recv, as paho's first read does
+    return sock
+
+
+def test_take_publishes_hands_over_whole_qos1_packets_and_stops_at_anything_else() -> None:
+    got: list[tuple[str, bytes, int]] = []
+
+    def take(sock: _ReadAheadSocket) -> int:
+        return sock.take_publishes(lambda t, p, m: got.append((t, p, m)))
+
+    big = b"x" * 20_000  # a three-byte remaining length
+    ours = publish_packet(b"a/b", b"one", 1) + publish_packet(b"a/b", big, 2, header=0x3B)
+    qos0 = publish_packet(b"a/c", b"qos0", 0, header=0x30)
+    cut = publish_packet(b"a/d", b"cut", 4)[:6]
+    assert take(_ReadAheadSocket(_FakeSock([ours]))) == 0  # nothing read ahead yet
+
+    sock = _filled(ours + qos0 + cut)
+    assert take(sock) == 2  # DUP and RETAIN set: still a QoS 1 PUBLISH
+    assert got == [("a/b", b"one", 1), ("a/b", big, 2)]
+    assert sock.pending() == len(qos0) + len(cut)  # left for paho
+    assert sock.recv(len(qos0)) == qos0
+
+    got.clear()
+    sock = _filled(ours[:-1])  # the second packet is cut by one byte
+    assert take(sock) == 1 and got == [("a/b", b"one", 1)]
+    props = publish_packet(b"a/b", b"p", 5, properties=b"\x02\x01\x01")
+    assert take(_filled(props)) == 0  # properties: paho's path builds them
+    suback = b"\x90\x03\x00\x01\x01"
+    assert take(_filled(suback + ours)) == 0  # another packet type first
+
+
 class Consumer:
     """An `MqttConsumer` running in a thread, recording what it gets and acking on request."""
 
