@@ -36,6 +36,11 @@ class IngestMetrics:
             "Wall time minus device time of the newest written reading",
             registry=r,
         )
+        self.last_write = Gauge(
+            f"{p}_last_write_timestamp_seconds",
+            "Unix time of the latest write InfluxDB accepted",
+            registry=r,
+        )
         self.write_latency = Histogram(
             f"{p}_write_latency_seconds",
             "InfluxDB write latency per batch",

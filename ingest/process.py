@@ -55,6 +55,7 @@ class IngestorProcess:
         self.http = httpx.Client(timeout=5)
 
     _WRITTEN = re.compile(rb"^greenmon_ingest_readings_written_total ([0-9.e+]+)$", re.M)
+    _LAST_WRITE = re.compile(rb"^greenmon_ingest_last_write_timestamp_seconds ([0-9.e+]+)$", re.M)
     _CONNECTED = re.compile(rb"^greenmon_ingest_mqtt_connected ([0-9.e+]+)$", re.M)
 
     def _metric(self, pattern: re.Pattern[bytes]) -> float | None:
@@ -81,11 +82,17 @@ class IngestorProcess:
         )
 
     def wait_written(self, target: int, timeout: float, poll_s: float) -> float:
-        """Block until `target` readings are written; returns the perf_counter time seen."""
+        """Block until `target` readings are written; returns the Unix time at which InfluxDB
+        accepted the write that got there. That is the ingestor's own last-write gauge, so it
+        does not depend on `poll_s` (a poll sees the count up to `poll_s` late); if later
+        writes followed, it is theirs (later, never earlier)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.written() >= target:
-                return time.perf_counter()
+                last = self._metric(self._LAST_WRITE)
+                if last is None:
+                    raise IngestProcessError("the ingestor's /metrics has no last-write time")
+                return last
             if self.proc.poll() is not None:
                 raise IngestProcessError(f"greenmon ingest exited; see {self.log.name}")
             time.sleep(poll_s)
