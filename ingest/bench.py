@@ -3,14 +3,22 @@
 Owns one benchmark run, all in a scratch directory with its own Mosquitto and influxd on free
 loopback ports (nothing of the user's is touched), in this order:
 
-1. **InfluxDB limit** — the exact line protocol greenmon would write for the run's readings,
-   pre-built, POSTed in batches of ``batch_lines`` by ``writers`` concurrent connections.
-2. **Broker limit** — ``mosquitto_pub -l`` (C client, QoS 1) to ``mosquitto_sub`` (C client,
+1. **Broker limit** — ``mosquitto_pub -l`` (C client, QoS 1) to ``mosquitto_sub`` (C client,
    QoS 1, MQTT 5), the same payloads greenmon gets; for gateway-style (50 readings per message)
    and single-reading messages.
-3. **greenmon end to end** — the real ``greenmon ingest`` process, the same ``mosquitto_pub``
-   feeding it: from the first publish until every reading is written (InfluxDB 1.x answers a
-   write only once the points are queryable), then checked with a ``count()`` query.
+2. **greenmon end to end** — the real ``greenmon ingest`` process, the same ``mosquitto_pub``
+   feeding it: from the first publish until InfluxDB accepted the last reading (InfluxDB 1.x
+   answers a write only once the points are queryable; the time is the ingestor's own
+   last-write gauge), then checked with a ``count()`` query.
+3. **InfluxDB limit** — the exact line protocol greenmon writes for the run's readings,
+   pre-built, POSTed in batches of the ingestor's ``batch_lines`` by as many concurrent
+   connections as the ingestor's ``max_inflight_writes`` (the ingestor is paused meanwhile).
+
+Throughput is measured in ``rounds`` rounds (new points each round); in the gateway-style mode
+each round measures the InfluxDB limit just before greenmon, so the two are paired in time.
+The figures printed are medians over the rounds, and the share of the limit is the median of
+the rounds' paired ratios (every round's figures are in ``--json``): these machines are shared
+and one round can be off by a tenth either way.
 4. **Latency at half load** — publishing paced at half the measured end-to-end rate; the
    latency of each message is the time from writing it to the publisher until the ingestor's
    written counter covers it (messages are batched in order, so the counter is a FIFO clock;
@@ -28,6 +36,7 @@ import contextlib
 import json
 import select
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +83,7 @@ class BenchConfig:
     latency_poll_s: float = 0.05
     naive_readings: int = 20_000
     publisher_inflight: int = 100
+    rounds: int = 3
     keep_dir: Path | None = None
 
 
@@ -82,8 +92,10 @@ class ModeResult:
     per_message: int
     messages: int
     readings: int
-    broker_limit_rps: float = 0.0
-    greenmon_rps: float = 0.0
+    broker_limit_rounds: list[float] = field(default_factory=list)
+    greenmon_rounds: list[float] = field(default_factory=list)
+    #: each round's greenmon rate over the lower of that round's two limits
+    ratio_rounds: list[float] = field(default_factory=list)
     greenmon_peak_rss_mb: float = 0.0
     naive_rps: float = 0.0
     latency_rate_rps: float = 0.0
@@ -93,21 +105,40 @@ class ModeResult:
     cpu_us_per_reading: float = 0.0
     stored_exact: bool = False
 
+    @property
+    def broker_limit_rps(self) -> float:
+        return _median(self.broker_limit_rounds)
+
+    @property
+    def greenmon_rps(self) -> float:
+        return _median(self.greenmon_rounds)
+
+    @property
+    def ratio_to_lower_limit(self) -> float:
+        return _median(self.ratio_rounds)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
 
 @dataclass
 class BenchReport:
     config: BenchConfig
-    influx_limit_rps: float = 0.0
+    influx_limit_rounds: list[float] = field(default_factory=list)
     modes: list[ModeResult] = field(default_factory=list)
+
+    @property
+    def influx_limit_rps(self) -> float:
+        return _median(self.influx_limit_rounds)
 
     def checks(self) -> list[tuple[str, float, str, bool]]:
         """(what, measured, target, met) for every target of the issue this run measured."""
         out: list[tuple[str, float, str, bool]] = []
         for m in self.modes:
             tag = f"{m.per_message}/msg"
-            lower = min(self.influx_limit_rps, m.broker_limit_rps)
-            if m.per_message > 1 and lower:
-                ratio = m.greenmon_rps / lower
+            if m.per_message > 1 and m.ratio_rounds:
+                ratio = m.ratio_to_lower_limit
                 want = TARGETS["ratio_to_lower_limit_50"]
                 out.append((f"{tag}: share of the lower limit", ratio, f">= {want}", ratio >= want))
             if m.per_message == 1:
@@ -133,6 +164,7 @@ class BenchReport:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "influx_limit_readings_per_s": round(self.influx_limit_rps),
+            "influx_limit_rounds": [round(x) for x in self.influx_limit_rounds],
             "modes": [],
             "checks": [
                 {"check": c, "measured": round(v, 3), "target": t, "met": ok}
@@ -149,7 +181,9 @@ class BenchReport:
                     "broker_limit_readings_per_s": round(m.broker_limit_rps),
                     "lower_limit_readings_per_s": round(lower),
                     "greenmon_readings_per_s": round(m.greenmon_rps),
-                    "ratio_to_lower_limit": round(m.greenmon_rps / lower, 3) if lower else None,
+                    "ratio_to_lower_limit": round(m.ratio_to_lower_limit, 3)
+                    if m.ratio_rounds
+                    else None,
                     "naive_bridge_readings_per_s": round(m.naive_rps),
                     "ratio_to_naive": round(m.greenmon_rps / m.naive_rps, 1)
                     if m.naive_rps
@@ -161,6 +195,11 @@ class BenchReport:
                     "peak_rss_mb": round(m.greenmon_peak_rss_mb, 1),
                     "ingestor_cpu_us_per_reading": round(m.cpu_us_per_reading, 1),
                     "stored_exact": m.stored_exact,
+                    "rounds": {
+                        "broker_limit_readings_per_s": [round(x) for x in m.broker_limit_rounds],
+                        "greenmon_readings_per_s": [round(x) for x in m.greenmon_rounds],
+                        "ratio_to_lower_limit": [round(x, 3) for x in m.ratio_rounds],
+                    },
                 }
             )
         return out
@@ -324,10 +363,22 @@ class Publisher:
     every message arrive: mosquitto_pub 2.0 exits at end of input without sending what it
     still has queued, so closing early would lose messages."""
 
+    #: time for the started client to connect before it is fed (its start-up is not the
+    #: subject of any measurement; were it slower, it would only count against the result)
+    CONNECT_S = 0.5
+
     def __init__(self, command: list[str], payload_file: Path) -> None:
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE)
+        time.sleep(self.CONNECT_S)
+        if self.proc.poll() is not None:
+            raise BenchError(f"mosquitto_pub exited at start ({self.proc.returncode})")
         self._feeder = threading.Thread(target=self._feed, args=(payload_file,), daemon=True)
+
+    def start(self) -> float:
+        """Start feeding the payloads; returns the Unix time it started."""
+        started = time.time()
         self._feeder.start()
+        return started
 
     def _feed(self, payload_file: Path) -> None:
         assert self.proc.stdin is not None
@@ -336,7 +387,8 @@ class Publisher:
             self.proc.stdin.flush()
 
     def close(self) -> None:
-        self._feeder.join(timeout=60)
+        if self._feeder.ident is not None:
+            self._feeder.join(timeout=60)
         assert self.proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             self.proc.stdin.close()
@@ -367,14 +419,14 @@ def broker_limit(
         stderr=subprocess.PIPE,
     )
     try:
-        start = time.perf_counter()
         pub = Publisher(_publisher(port, cfg, "bench-limit-pub"), payload_file)
+        start = pub.start()
         try:
             _, err = sub.communicate(timeout=300)
         except subprocess.TimeoutExpired as exc:
             raise BenchError("mosquitto_sub did not receive every message in 300 s") from exc
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed = time.time() - start
             pub.close()
         if sub.returncode:
             raise BenchError(f"mosquitto_sub failed: {err.decode(errors='replace')}")
@@ -415,11 +467,11 @@ def greenmon_rate(
     cfg: BenchConfig,
     client_id: str,
 ) -> float:
-    """Readings/s from starting the publisher to InfluxDB accepting the last reading (Unix
-    times, both on this machine)."""
+    """Readings/s from the first publish to InfluxDB accepting the last reading (Unix times,
+    both on this machine)."""
     already = ingestor.written()
-    start = time.time()
     pub = Publisher(_publisher(_port(services.mqtt_url), cfg, client_id), payload_file)
+    start = pub.start()
     try:
         end = ingestor.wait_written(already + readings, timeout=600, poll_s=cfg.poll_s)
     finally:
@@ -569,12 +621,12 @@ def naive_rate(
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         if not ready or proc.stdout.readline().strip() != b"ready":
             raise BenchError("the naive bridge did not subscribe")
-        start = time.perf_counter()
         pub = Publisher(_publisher(_port(services.mqtt_url), cfg, "bench-naive-pub"), payload_file)
+        start = pub.start()
         try:
             proc.wait(timeout=600)
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed = time.time() - start
             pub.close()
         stored = _count(client)
         if stored != readings:
@@ -591,6 +643,18 @@ def naive_rate(
 # --------------------------------------------------------------------------- the run
 
 
+def _round_file(scratch: Path, wl: Workload, r: int) -> Path:
+    path = scratch / f"payloads-{wl.per_message}-{r}.txt"
+    write_payload_file(path, wl.payloads())
+    return path
+
+
+def _shifted(wl: Workload, by: int) -> Workload:
+    """The same workload `by` spans later: all new points, none overwritten."""
+    span_ms = (wl.readings // wl.meters + 1) * 1000
+    return Workload(wl.readings, wl.per_message, wl.meters, wl.base_ms + by * span_ms)
+
+
 def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> BenchReport:
     find_binary("mosquitto")
     find_binary("influxd")
@@ -600,6 +664,7 @@ def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> Bench
     scratch = cfg.keep_dir or Path(tempfile.mkdtemp(prefix="greenmon-bench-"))
     scratch.mkdir(parents=True, exist_ok=True)
     services = LocalServices(scratch / "run")
+    rounds = range(cfg.rounds)
     try:
         progress("starting Mosquitto and influxd on free loopback ports")
         services.up()
@@ -609,21 +674,20 @@ def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> Bench
             Workload(cfg.readings - cfg.readings % k, k, cfg.meters, base_ms + i * 86_400_000)
             for i, k in enumerate(cfg.per_message)
         ]
-        progress(
-            f"InfluxDB limit: {workloads[0].readings:,} pre-built lines, {cfg.writers} writers"
-        )
-        report.influx_limit_rps = influx_limit(
-            services.influx_url, "bench_limit", list(workloads[0].lines()), cfg
-        )
-        for wl in workloads:
+        limit_lines = list(workloads[0].lines())
+        for m, wl in enumerate(workloads):
             mode = ModeResult(wl.per_message, wl.messages, wl.readings)
             report.modes.append(mode)
-            payload_file = scratch / f"payloads-{wl.per_message}.txt"
-            write_payload_file(payload_file, wl.payloads())
-            progress(f"{wl.per_message}/msg: broker limit (mosquitto_pub -> mosquitto_sub)")
-            mode.broker_limit_rps = broker_limit(
-                _port(services.mqtt_url), payload_file, wl.messages, wl.per_message, cfg
-            )
+            tag = f"{wl.per_message}/msg"
+            progress(f"{tag}: writing {cfg.rounds} rounds of {wl.messages:,} payloads")
+            files = [_round_file(scratch, _shifted(wl, r), r) for r in rounds]
+            for r in rounds:
+                progress(f"{tag}: broker limit (mosquitto_pub -> mosquitto_sub), round {r + 1}")
+                mode.broker_limit_rounds.append(
+                    broker_limit(
+                        _port(services.mqtt_url), files[r], wl.messages, wl.per_message, cfg
+                    )
+                )
             database = f"bench_greenmon_{wl.per_message}"
             dbc = InfluxClient(services.influx_url, database)
             dbc.drop_database()
@@ -632,31 +696,42 @@ def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> Bench
             try:
                 ingestor.wait_connected()
                 _warm_up(services, ingestor, cfg)
-                progress(f"{wl.per_message}/msg: greenmon end to end, {wl.readings:,} readings")
-                cpu = ingestor.cpu_seconds()
-                mode.greenmon_rps = greenmon_rate(
-                    services,
-                    ingestor,
-                    payload_file,
-                    wl.readings,
-                    cfg,
-                    f"bench-pub-{wl.per_message}",
-                )
-                mode.cpu_us_per_reading = (ingestor.cpu_seconds() - cpu) * 1e6 / wl.readings
-                mode.stored_exact = _count(dbc) == wl.readings + 1  # + the warm-up reading
+                cpu = 0.0
+                for r in rounds:
+                    if m == 0:
+                        progress(
+                            f"InfluxDB limit: {len(limit_lines):,} pre-built lines, "
+                            f"{cfg.writers} writers, round {r + 1} (ingestor paused)"
+                        )
+                        with ingestor.paused():
+                            report.influx_limit_rounds.append(
+                                influx_limit(services.influx_url, "bench_limit", limit_lines, cfg)
+                            )
+                    progress(f"{tag}: greenmon end to end, {wl.readings:,} readings, round {r + 1}")
+                    cpu0 = ingestor.cpu_seconds()
+                    rate = greenmon_rate(
+                        services, ingestor, files[r], wl.readings, cfg, f"bench-pub-{tag}"
+                    )
+                    cpu += ingestor.cpu_seconds() - cpu0
+                    mode.greenmon_rounds.append(rate)
+                    limit = report.influx_limit_rounds[r] if m == 0 else report.influx_limit_rps
+                    mode.ratio_rounds.append(rate / min(limit, mode.broker_limit_rps))
+                    files[r].unlink()
+                mode.cpu_us_per_reading = cpu * 1e6 / (wl.readings * cfg.rounds)
+                # + the warm-up reading
+                mode.stored_exact = _count(dbc) == wl.readings * cfg.rounds + 1
                 half = mode.greenmon_rps / 2
-                progress(f"{wl.per_message}/msg: latency at half load ({half:,.0f} readings/s)")
-                late = Workload(wl.readings, wl.per_message, wl.meters, wl.base_ms + 43_200_000)
+                progress(f"{tag}: latency at half load ({half:,.0f} readings/s)")
                 mode.latency_rate_rps = half
                 mode.latency_p50_s, mode.latency_p99_s, mode.latency_max_s = latency_run(
-                    services, ingestor, late, half, cfg
+                    services, ingestor, _shifted(wl, cfg.rounds), half, cfg
                 )
                 mode.greenmon_peak_rss_mb = ingestor.peak_rss_mb()
             finally:
                 ingestor.stop()
                 dbc.drop_database()
                 dbc.close()
-            progress(f"{wl.per_message}/msg: naive bridge (one HTTP write per message)")
+            progress(f"{tag}: naive bridge (one HTTP write per message)")
             naive_wl = Workload(
                 max(wl.per_message, cfg.naive_readings - cfg.naive_readings % wl.per_message),
                 wl.per_message,

@@ -1,5 +1,8 @@
 """From decoded messages to durable points, and only then acknowledgements.
 
+Each message is turned into ``meter_reading`` lines by `fastpath.plain_lines` when it is plain
+(nearly always), else by `codec.decode`, whose rejections go to the dead letters.
+
 Owns batching (by size and age), the bounded pool of concurrent InfluxDB writes
 (backpressure: when every write slot is busy, `handle` blocks the network thread, so the
 broker's receive-maximum stops sending), the fallback to the on-disk spool when InfluxDB is

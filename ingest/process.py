@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,15 @@ class IngestorProcess:
             f"greenmon wrote {self.written()} of {target} readings in {timeout} s; "
             f"see {self.log.name}"
         )
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the ingestor for the block (it uses no CPU meanwhile), then SIGCONT."""
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the ingestor has used so far."""

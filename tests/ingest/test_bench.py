@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from statistics import median
 
 import pytest
 
@@ -29,6 +30,8 @@ def test_bench_ingest_smoke() -> None:
             "1",
             "--naive-readings",
             "500",
+            "--rounds",
+            "2",
             "--json",
         ],
         capture_output=True,
@@ -47,4 +50,10 @@ def test_bench_ingest_smoke() -> None:
                     "naive_bridge_readings_per_s", "peak_rss_mb"):  # fmt: skip
             assert m[key] > 0, key
         assert 0 < m["latency_p50_s"] <= m["latency_p99_s"] <= m["latency_max_s"]
+        rounds = m["rounds"]
+        assert [len(v) for v in rounds.values()] == [2, 2, 2]
+        assert m["greenmon_readings_per_s"] == round(median(rounds["greenmon_readings_per_s"]))
+    assert len(s["influx_limit_rounds"]) == 2
+    ratios = modes[50]["rounds"]["ratio_to_lower_limit"]
+    assert modes[50]["ratio_to_lower_limit"] == pytest.approx(median(ratios), abs=1e-3)
     assert {c["check"] for c in s["checks"]} >= {"1/msg: readings/s", "50/msg: x naive bridge"}
