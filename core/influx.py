@@ -553,6 +553,17 @@ class InfluxClient:
             return 0
         return self._write_batch(body_lines, precision, 0)
 
+    def write_body(self, body: bytes, lines: int, precision: str = "ns") -> int:
+        """Write `lines` lines of line protocol, already encoded as UTF-8 and separated (or
+        each ended) by newlines, in exactly one request; returns `lines`. For callers that
+        build the body without a Python string per line."""
+        self._check_precision(precision)
+        if not body:
+            return 0
+        return self._post_lines(
+            body, lines, precision, 0, lambda: body.decode("utf-8", "replace").splitlines()
+        )
+
     def _write_batch(self, batch: list[str], precision: str, offset: int) -> int:
         text = "\n".join(batch)
         try:
@@ -563,6 +574,17 @@ class InfluxClient:
                 f"line {offset + bad + 1} is not valid UTF-8 text",
                 [LineError(offset + bad + 1, batch[bad], "not valid UTF-8 text")],
             ) from None
+        return self._post_lines(raw, len(batch), precision, offset, lambda: batch)
+
+    def _post_lines(
+        self,
+        raw: bytes,
+        count: int,
+        precision: str,
+        offset: int,
+        batch: Callable[[], list[str]],
+    ) -> int:
+        """POST one body of `count` lines; `batch` gives them back as text for error reports."""
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         content = raw
         if self.gzip:
@@ -577,10 +599,10 @@ class InfluxClient:
         )
         self.stats._add(write_requests=1, bytes_sent=len(content), bytes_uncompressed=len(raw))
         if resp.status_code in (200, 204):
-            self.stats._add(lines_written=len(batch))
-            return len(batch)
+            self.stats._add(lines_written=count)
+            return count
         if resp.status_code == 400:
-            raise self._write_error(resp, batch, offset)
+            raise self._write_error(resp, batch(), offset)
         if resp.status_code == 413:
             raise InfluxWriteError(
                 f"InfluxDB refused a {len(raw)}-byte write as too large (413); "

@@ -1,7 +1,8 @@
 """From decoded messages to durable points, and only then acknowledgements.
 
-Each message is turned into ``meter_reading`` lines by `fastpath.plain_lines` when it is plain
-(nearly always), else by `codec.decode`, whose rejections go to the dead letters.
+Each message is turned into ``meter_reading`` lines by `fastpath.plain_readings` when it is
+plain (nearly always), else by `codec.decode`, whose rejections go to the dead letters; either
+way `fastpath.format_lines` writes them, and a batch is the bytes of one write.
 
 Owns batching (by size and age), the bounded pool of concurrent InfluxDB writes
 (backpressure: when every write slot is busy, `handle` blocks the network thread, so the
@@ -28,7 +29,7 @@ from greenmon.influx import InfluxClient, InfluxError, InfluxWriteError
 from greenmon.ingest.codec import DecodeLimits, decode
 from greenmon.ingest.deadletter import DeadLetterSink
 from greenmon.ingest.errors import SpoolFullError
-from greenmon.ingest.fastpath import MEASUREMENT, SeriesTable, plain_lines
+from greenmon.ingest.fastpath import MEASUREMENT, SeriesTable, format_lines, plain_readings
 from greenmon.ingest.metrics import IngestMetrics
 from greenmon.ingest.spool import Spool
 from greenmon.registry import Registry
@@ -40,10 +41,11 @@ AckToken = Any  # opaque to the pipeline: handed back to `ack` once durable
 
 @dataclass
 class _Batch:
-    lines: list[str] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)  # each message's lines
+    lines: int = 0
     tokens: list[AckToken] = field(default_factory=list)
     started: float = 0.0
-    max_ts_ns: int = 0
+    max_ts_ms: int = 0
 
 
 class Pipeline:
@@ -93,25 +95,24 @@ class Pipeline:
         b = self._batch
         if not b.tokens:
             b.started = time.monotonic()
-        plain = plain_lines(topic, payload, self._table, now_ms, self.limits)
-        if plain is not None:
-            lines, max_ts_ms = plain
-        else:
+        plain = plain_readings(topic, payload, self._table, now_ms, self.limits)
+        if plain is None:
             # Not plain: the codec checks everything and names each rejection.
             out = decode(topic, payload, self.registry, now_ms, self.limits)
             if out.rejections:
                 self.dead_letters.add(topic, payload, out.rejections)
                 for rej in out.rejections:
                     self.metrics.rejected.labels(rej.reason.value).inc()
-            prefix = self._table.prefix
-            lines = [f"{prefix(r.enterprise, r.meter)}{r.value!r} {r.ts_ns}" for r in out.readings]
-            max_ts_ms = max((r.ts_ns for r in out.readings), default=0) // 1_000_000
-        if lines:
-            b.lines.extend(lines)
-            b.max_ts_ns = max(b.max_ts_ns, max_ts_ms * 1_000_000)
-            self.metrics.readings.inc(len(lines))
+            plain = self._table.columns(out.readings)
+        n = len(plain.values)
+        if n:
+            b.chunks.append(format_lines(plain))
+            b.lines += n
+            if plain.max_ts_ms > b.max_ts_ms:
+                b.max_ts_ms = plain.max_ts_ms
+            self.metrics.readings.inc(n)
         b.tokens.append(token)
-        if len(b.lines) >= self.batch_lines:
+        if b.lines >= self.batch_lines:
             self._flush()
 
     def tick(self) -> None:
@@ -136,22 +137,22 @@ class Pipeline:
         try:
             self.dead_letters.flush()
             if batch.lines:
-                self._make_durable(batch)
+                self._make_durable(b"".join(batch.chunks), batch.lines, batch.max_ts_ms)
             for token in batch.tokens:
                 self._ack(token)
         except BaseException:  # pragma: no cover - a bug: never ack, log loudly
-            log.exception("write of a batch of %d lines failed; not acknowledged", len(batch.lines))
+            log.exception("write of a batch of %d lines failed; not acknowledged", batch.lines)
         finally:
             self.metrics.inflight.dec()
             self._slots.release()
 
-    def _make_durable(self, batch: _Batch) -> None:
+    def _make_durable(self, body: bytes, lines: int, max_ts_ms: int) -> None:
         backoff = 0.1
         while True:
             if not self._influx_down.is_set():
                 t0 = time.perf_counter()
                 try:
-                    self.client.write_batch(batch.lines)
+                    self.client.write_body(body, lines)
                 except InfluxWriteError as exc:
                     # InfluxDB refused a line for good (400): keep it as a dead letter; the
                     # other lines of the batch were written (1.x writes them, "partial write").
@@ -169,19 +170,19 @@ class Pipeline:
                     self.metrics.write_latency.observe(time.perf_counter() - t0)
                     # Before `written`: whoever sees the count sees this write's time (or later).
                     self.metrics.last_write.set_to_current_time()
-                    self.metrics.written.inc(len(batch.lines))
-                    self.metrics.lag.set(max(0.0, time.time() - batch.max_ts_ns / 1e9))
+                    self.metrics.written.inc(lines)
+                    self.metrics.lag.set(max(0.0, time.time() - max_ts_ms / 1e3))
                     return
             try:
-                self.spool.append(_encode(batch.lines))
+                self.spool.append(body)
             except SpoolFullError as exc:
                 # Never drop: hold the batch (and its acks) until InfluxDB or the spool has room.
-                log.error("spool full (%s): holding %d lines", exc, len(batch.lines))
+                log.error("spool full (%s): holding %d lines", exc, lines)
                 self._influx_down.clear()  # try InfluxDB again on the next round
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            self.metrics.spooled.inc(len(batch.lines))
+            self.metrics.spooled.inc(lines)
             self._spool_gauges()
             return
 
@@ -197,7 +198,7 @@ class Pipeline:
                 self._stop.wait(0.2)
                 continue
             try:
-                self.client.write_batch(_decode_lines(rec.payload))
+                self.client.write_body(rec.payload, _line_count(rec.payload))
             except InfluxWriteError as exc:
                 self.dead_letters.add_raw("influx_rejected", str(exc), MEASUREMENT, "")
                 self.dead_letters.flush()
@@ -250,12 +251,9 @@ class Pipeline:
         self.spool.close()
 
 
-def _encode(lines: list[str]) -> bytes:
-    return "\n".join(lines).encode("utf-8")
-
-
-def _decode_lines(payload: bytes) -> list[str]:
-    return payload.decode("utf-8").split("\n")
+def _line_count(body: bytes) -> int:
+    """Lines in a spooled body (older records have no newline after the last line)."""
+    return body.count(b"\n") + (not body.endswith(b"\n"))
 
 
 __all__ = ["MEASUREMENT", "Pipeline"]

@@ -388,6 +388,24 @@ def test_gzip_off_and_write_batch(influx_url: str, database: str) -> None:
 
 
 @pytest.mark.integration
+def test_write_body_is_one_request_and_names_a_refused_line(influx_url: str, database: str) -> None:
+    transport = RecordingTransport()
+    with InfluxClient(influx_url, database, batch_lines=2, transport=transport) as c:
+        c.ensure_database()
+        try:
+            assert c.write_body(b"m value=1 1\nm value=2 2\nm value=3 3\n", 3) == 3
+            assert len(transport.writes()) == 1
+            assert c.write_body(b"", 0) == 0
+            with pytest.raises(InfluxWriteError) as info:
+                c.write_body(b"m value=4 4\nm,x= value=5 5\nm value=6 6", 3)
+            assert (info.value.line_number, info.value.line) == (2, "m,x= value=5 5")
+            assert info.value.written == 2
+            assert count(c, "m") == 5
+        finally:
+            c.drop_database()
+
+
+@pytest.mark.integration
 def test_precision(client: InfluxClient) -> None:
     client.write(["m value=1 1700000000"], precision="s")
     assert client.query("SELECT value FROM m", epoch="s")["time"].to_list() == [1700000000]

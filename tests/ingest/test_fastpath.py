@@ -1,5 +1,6 @@
-"""The plain-case fast path is exact or declines: whenever it returns lines they are those
-of the readings `codec.decode` accepts, and decode would have rejected nothing."""
+"""The plain-case fast path is exact or declines: whenever it returns readings they are those
+`codec.decode` accepts, and decode would have rejected nothing. And `format_lines` writes the
+schema's lines, each value as text that reads back (in InfluxDB too) as the same double."""
 
 from __future__ import annotations
 
@@ -13,18 +14,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from greenmon.influx import InfluxClient
 from greenmon.ingest.codec import (
     DecodeLimits,
+    Reading,
     encode_batch,
     encode_single,
     format_ts,
     topic_for,
 )
 from greenmon.ingest.codec import decode as codec_decode
-from greenmon.ingest.fastpath import PlainLines, SeriesTable, plain_lines, series_prefix
+from greenmon.ingest.fastpath import (
+    PlainReadings,
+    SeriesTable,
+    format_lines,
+    plain_readings,
+    series_prefix,
+)
 from greenmon.lineprotocol import format_line
 from greenmon.registry import Registry, load_registry
-from tests.ingest.test_codec import CASES, NOW, TS, TS_MS
+from tests.ingest.test_codec import CASES, NOW, NS, TS, TS_MS
 
 LIMITS = DecodeLimits()
 
@@ -39,25 +48,20 @@ def table(registry: Registry) -> SeriesTable:
     return SeriesTable(registry.meter_infos())
 
 
-def slow_lines(
-    topic: str, payload: bytes, registry: Registry, table: SeriesTable, now: int = NOW
-) -> tuple[list[str], int, int]:
-    """What the codec makes of a message, as lines: (lines, latest ts ms, rejections)."""
-    out = codec_decode(topic, payload, registry, now, LIMITS)
-    lines = [f"{table.prefix(r.enterprise, r.meter)}{r.value!r} {r.ts_ns}" for r in out.readings]
-    latest = max((r.ts_ns for r in out.readings), default=0) // 1_000_000
-    return lines, latest, len(out.rejections)
-
-
 def check_exact(
     topic: str, payload: bytes, registry: Registry, table: SeriesTable, now: int = NOW
-) -> PlainLines | None:
-    fast = plain_lines(topic, payload, table, now, LIMITS)
-    lines, latest, rejected = slow_lines(topic, payload, registry, table, now)
+) -> PlainReadings | None:
+    fast = plain_readings(topic, payload, table, now, LIMITS)
+    out = codec_decode(topic, payload, registry, now, LIMITS)
     if fast is not None:
-        assert rejected == 0, payload
-        assert fast.lines == lines, payload
-        assert fast.max_ts_ms == latest, payload
+        assert out.rejections == [], payload
+        slow = table.columns(out.readings)
+        assert fast.prefixes == slow.prefixes, payload
+        # .hex() tells -0.0 from 0.0, and 1.0 from 1.0000000000000002
+        assert [v.hex() for v in fast.values] == [v.hex() for v in slow.values], payload
+        assert all(type(v) is float for v in fast.values)
+        assert fast.suffixes == slow.suffixes, payload
+        assert fast.max_ts_ms == slow.max_ts_ms, payload
     return fast
 
 
@@ -95,18 +99,77 @@ def test_plain_messages_take_the_fast_path(
 
 
 def test_lines_are_the_schema_lines(table: SeriesTable) -> None:
-    fast = plain_lines(T, PLAIN[0], table, NOW, LIMITS)
+    fast = plain_readings(T, PLAIN[0], table, NOW, LIMITS)
     assert fast is not None
     tags = {"carrier": "electricity", "enterprise": "E0001", "meter": "E0001-EL-MAIN"}
-    assert fast.lines[0] == format_line(
-        "meter_reading", tags, {"value": 123456.78}, TS_MS * 1_000_000
-    )
+    gas = {**tags, "carrier": "natural_gas", "meter": "E0001-NG-MAIN"}
+    assert format_lines(fast).decode().split("\n") == [
+        format_line("meter_reading", tags, {"value": 123456.78}, TS_MS * 1_000_000),
+        format_line("meter_reading", gas, {"value": 8812.5}, (TS_MS - 900_000) * 1_000_000),
+        format_line("meter_reading", tags, {"value": 7.0}, (TS_MS - 1) * 1_000_000),
+        "",
+    ]
     assert fast.max_ts_ms == TS_MS
+    assert format_lines(table.columns([])) == b""
+
+
+EDGE_VALUES = [0.0, -0.0, 1e16, 1e-7, 2.5e-5, 5e-324, 1.7976931348623157e308, -1e21, 0.1 + 0.2]
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    values=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=60)
+    | st.just(EDGE_VALUES),
+    ts=st.integers(min_value=946_684_800_000, max_value=4_102_444_800_000),
+)
+def test_values_read_back_as_the_same_double(
+    registry: Registry, table: SeriesTable, values: list[float], ts: int
+) -> None:
+    meters = ["E0001-EL-MAIN", "E0001-NG-MAIN"]
+    readings = [
+        Reading("E0001", meters[i % 2], "x", v, ts * 1_000_000) for i, v in enumerate(values)
+    ]
+    body = format_lines(table.columns(readings))
+    lines = body.decode().split("\n")
+    assert lines.pop() == ""
+    assert len(lines) == len(values)
+    for i, (line, v) in enumerate(zip(lines, values, strict=True)):
+        prefix = table.prefix("E0001", meters[i % 2]).decode()
+        assert line.startswith(prefix)
+        text, stamp = line[len(prefix) :].split(" ")
+        assert stamp == str(ts * 1_000_000)
+        assert float(text).hex() == v.hex()
+
+
+@pytest.mark.integration
+def test_influxdb_reads_every_value_format_back(
+    influx_url: str, database: str, table: SeriesTable
+) -> None:
+    values = [*EDGE_VALUES, 123456.78, -8812.5]
+    ts = [TS_MS + i for i in range(len(values))]
+    readings = [
+        Reading("E0001", "E0001-EL-MAIN", "x", v, t * NS) for v, t in zip(values, ts, strict=True)
+    ]
+    with InfluxClient(influx_url, database) as client:
+        client.ensure_database()
+        try:
+            assert client.write_body(format_lines(table.columns(readings)), len(values)) == len(
+                values
+            )
+            got = client.query("SELECT value FROM meter_reading ORDER BY time", epoch="ms")
+            assert got["time"].to_list() == ts
+            # (InfluxDB prints 5e-324 and 1.8e308 in full, which the CSV reader leaves as text.)
+            back = [float(v).hex() for v in got["value"].to_list()]
+            assert back == [v.hex() for v in values]
+        finally:
+            client.drop_database()
 
 
 def test_prefix_escapes_tag_values() -> None:
     assert series_prefix("E 1", "m,1", "el=c") == (
-        r"meter_reading,carrier=el\=c,enterprise=E\ 1,meter=m\,1 value="
+        rb"meter_reading,carrier=el\=c,enterprise=E\ 1,meter=m\,1 value="
     )
 
 
@@ -136,11 +199,11 @@ def test_future_and_limits_decline(registry: Registry, table: SeriesTable) -> No
     assert check_exact(T, future, registry, table) is None
     edge = encode_single("E0001-EL-MAIN", 1.5, NOW + 300_000)
     assert check_exact(T, edge, registry, table) is not None
-    assert plain_lines(T, edge, table, NOW, DecodeLimits(max_payload_bytes=10)) is None
+    assert plain_readings(T, edge, table, NOW, DecodeLimits(max_payload_bytes=10)) is None
     many = encode_batch("g", TS_MS, [{"meter": "E0001-EL-MAIN", "value": 1.0}] * 3)
-    assert plain_lines(T, many, table, NOW, DecodeLimits(max_readings=2)) is None
-    assert plain_lines("other/E0001/g/readings", edge, table, NOW, LIMITS) is None
-    assert plain_lines(topic_for("E9999", "g"), edge, table, NOW, LIMITS) is None
+    assert plain_readings(T, many, table, NOW, DecodeLimits(max_readings=2)) is None
+    assert plain_readings("other/E0001/g/readings", edge, table, NOW, LIMITS) is None
+    assert plain_readings(topic_for("E9999", "g"), edge, table, NOW, LIMITS) is None
 
 
 # -- generated messages: a mix of plain and every kind of odd -------------------------
