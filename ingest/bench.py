@@ -435,6 +435,23 @@ def broker_limit(
         if sub.poll() is None:
             sub.kill()
             sub.wait()
+        forget_session(port, f"bench-limit-sub-{per_message}")
+
+
+def forget_session(port: int, client_id: str) -> None:
+    """End the persistent session `client_id` left at the broker, so that it stops queueing
+    every later message (which would cost the broker CPU in later measurements): connecting
+    with a clean start discards it, and the new one ends at disconnect."""
+    subprocess.run(
+        [
+            find_binary("mosquitto_sub"),
+            *("-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-i", client_id),
+            *("-t", "greenmon/bench/none", "-E"),
+        ],
+        check=True,
+        timeout=30,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 # --------------------------------------------------------------------------- greenmon
@@ -729,6 +746,7 @@ def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> Bench
                 mode.greenmon_peak_rss_mb = ingestor.peak_rss_mb()
             finally:
                 ingestor.stop()
+                forget_session(_port(services.mqtt_url), client_id)
                 dbc.drop_database()
                 dbc.close()
             progress(f"{tag}: naive bridge (one HTTP write per message)")
