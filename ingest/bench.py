@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
 import shutil
 import statistics
@@ -698,6 +699,8 @@ def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> Bench
             tag = f"{wl.per_message}/msg"
             progress(f"{tag}: writing {cfg.rounds} rounds of {wl.messages:,} payloads")
             files = [_round_file(scratch, _shifted(wl, r), r) for r in rounds]
+            # Their write-back to disk would otherwise run during the measurements.
+            os.sync()
             for r in rounds:
                 progress(f"{tag}: broker limit (mosquitto_pub -> mosquitto_sub), round {r + 1}")
                 mode.broker_limit_rounds.append(
