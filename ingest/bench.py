@@ -16,6 +16,8 @@ loopback ports (nothing of the user's is touched), in this order:
 
 Throughput is measured in ``rounds`` rounds (new points each round); in the gateway-style mode
 each round measures the InfluxDB limit just before greenmon, so the two are paired in time.
+Every measurement starts on a quiet machine (`wait_quiet`: dirty pages flushed, influxd done
+with the previous measurement's compactions and garbage), so none pays for the one before.
 The figures printed are medians over the rounds, and the share of the limit is the median of
 the rounds' paired ratios (every round's figures are in ``--json``): these machines are shared
 and one round can be off by a tenth either way.
@@ -661,6 +663,32 @@ def naive_rate(
 # --------------------------------------------------------------------------- the run
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of this machine so far, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def wait_quiet(max_busy: float = 0.10, window_s: float = 0.25, timeout_s: float = 15.0) -> float:
+    """Flush dirty pages, then wait until the machine is idle (at most `max_busy` over a
+    `window_s` window, e.g. influxd done compacting or collecting garbage after the previous
+    measurement), so that no measurement pays for the one before it. Gives up after
+    `timeout_s` (a shared machine may never be idle); returns the last busy share seen."""
+    os.sync()
+    deadline = time.monotonic() + timeout_s
+    busy = 1.0
+    while time.monotonic() < deadline:
+        b0, t0 = _cpu_ticks()
+        time.sleep(window_s)
+        b1, t1 = _cpu_ticks()
+        busy = (b1 - b0) / max(1, t1 - t0)
+        if busy <= max_busy:
+            break
+    return busy
+
+
 def _round_file(scratch: Path, wl: Workload, r: int) -> Path:
     path = scratch / f"payloads-{wl.per_message}-{r}.txt"
     write_payload_file(path, wl.payloads())
@@ -699,10 +727,9 @@ def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> Bench
             tag = f"{wl.per_message}/msg"
             progress(f"{tag}: writing {cfg.rounds} rounds of {wl.messages:,} payloads")
             files = [_round_file(scratch, _shifted(wl, r), r) for r in rounds]
-            # Their write-back to disk would otherwise run during the measurements.
-            os.sync()
             for r in rounds:
                 progress(f"{tag}: broker limit (mosquitto_pub -> mosquitto_sub), round {r + 1}")
+                wait_quiet()
                 mode.broker_limit_rounds.append(
                     broker_limit(
                         _port(services.mqtt_url), files[r], wl.messages, wl.per_message, cfg
@@ -724,10 +751,12 @@ def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> Bench
                             f"{cfg.writers} writers, round {r + 1} (ingestor paused)"
                         )
                         with ingestor.paused():
+                            wait_quiet()
                             report.influx_limit_rounds.append(
                                 influx_limit(services.influx_url, "bench_limit", limit_lines, cfg)
                             )
                     progress(f"{tag}: greenmon end to end, {wl.readings:,} readings, round {r + 1}")
+                    wait_quiet()
                     cpu0 = ingestor.cpu_seconds()
                     rate = greenmon_rate(
                         services, ingestor, files[r], wl.readings, cfg, f"bench-pub-{tag}"
