@@ -2,14 +2,16 @@
 
 Almost every message a gateway sends is plain: every reading names a meter of the topic's
 enterprise, carries a number in the registered unit (or none) and a usable timestamp. For
-those, `plain_readings` goes from bytes to three columns in one pass, without building a
-`Reading` per value, and `format_lines` turns columns into the ``meter_reading`` lines with
-one ``orjson.dumps`` for all the values and one ``%`` for all the lines (``repr`` of a float
-costs more than the rest of a reading's decoding). The ingestor's CPU per reading is what
-limits it.
+those, `plain_readings` goes from bytes to three columns in one pass: msgspec parses and
+type-checks the message into structs in C (a meter that is a string, a value that is a number
+and not a boolean, ...), so the Python loop only looks meters up and checks units and
+timestamps; and `format_lines` turns the columns into the ``meter_reading`` lines with one
+``orjson.dumps`` for all the values and one ``%`` for all the lines (``repr`` of a float costs
+more than the rest of a reading's decoding). The ingestor's CPU per reading is what limits it.
 
 `plain_readings` is pure, and it is exact or it declines: it returns None as soon as anything
-is not plain (bad JSON, an unknown meter, a unit to convert, a bad or future timestamp, ...),
+is not plain (bad JSON, any field of an unexpected type, an unknown meter, a unit to convert, a
+bad or future timestamp, ...),
 and the caller then decodes the message with `codec.decode`, which names every reason. When
 it does return readings they are exactly those `codec.decode` accepts, and `codec.decode`
 would have rejected nothing; tests hold the two to that over the codec's table and generated
@@ -20,8 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import chain
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from greenmon.ingest.codec import DecodeLimits, Reading, parse_topic, parse_ts_ms
@@ -32,9 +35,31 @@ MEASUREMENT = "meter_reading"
 
 # Earliest usable epoch ms (2000-01-01), as `codec.parse_ts_ms` rules.
 _MIN_TS_MS = 946_684_800_000
-# Integers a float holds exactly: beyond them `float(v)` rounds (or overflows), so the
-# fast path leaves them to the codec.
-_MAX_EXACT_INT = 2**53
+_UNSET: Any = msgspec.UNSET
+
+
+class _Reading(msgspec.Struct):
+    """One reading of the batch form, as the fast path accepts it (anything else: decline)."""
+
+    meter: str
+    value: float  # msgspec: a JSON number (an integer becomes its nearest float), not a bool
+    unit: str | None = None
+    ts: Any = _UNSET  # absent (use the message's) is not null (unusable)
+
+
+class _Message(msgspec.Struct):
+    """Both forms: the batch form's fields and the single form's. Unknown fields are ignored,
+    as the codec ignores them; a known field of an unexpected type makes the decoder raise,
+    and the fast path declines."""
+
+    readings: list[_Reading] | msgspec.UnsetType = msgspec.UNSET
+    ts: Any = _UNSET
+    meter: str | msgspec.UnsetType = msgspec.UNSET
+    value: float | msgspec.UnsetType = msgspec.UNSET
+    unit: str | None = None
+
+
+_DECODER = msgspec.json.Decoder(_Message)
 
 
 def series_prefix(enterprise: str, meter: str, carrier: str) -> bytes:
@@ -122,27 +147,30 @@ def plain_readings(
     meters = table.meters_of(where[0])
     if meters is None:
         return None
+    if not payload.isascii():
+        # msgspec passes over invalid UTF-8 in a field it ignores; the codec refuses it.
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
     try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if type(doc) is not dict:
+        doc = _DECODER.decode(payload)
+    except msgspec.MsgspecError:
         return None
     # The same reading of the document as `codec.decode`: `readings` wins over `meter`.
-    if "readings" in doc:
-        items = doc["readings"]
-        if type(items) is not list:
-            return None
-        msg_ts_raw = doc.get("ts")
-    elif "meter" in doc:
-        items = [doc]
-        msg_ts_raw = None
+    max_ms = now_ms + int(limits.max_future_skew_s * 1000)
+    items: list[_Reading]
+    msg_ts_raw: Any = None
+    if isinstance(doc.readings, list):
+        items = doc.readings
+        msg_ts_raw = None if doc.ts is _UNSET else doc.ts
+    elif isinstance(doc.meter, str) and isinstance(doc.value, float):
+        items = [_Reading(doc.meter, doc.value, doc.unit, doc.ts)]
     else:
         return None
     if len(items) > limits.max_readings:
         return None
 
-    max_ms = now_ms + int(limits.max_future_skew_s * 1000)
     hi = 0
     msg_ms = 0
     msg_suffix: bytes | None = None  # of a usable message ts, for readings without their own
@@ -156,40 +184,28 @@ def plain_readings(
     suffixes: list[bytes] = []
     add_prefix, add_value, add_suffix = prefixes.append, values.append, suffixes.append
     for item in items:
-        if type(item) is not dict:
-            return None
-        meter = item.get("meter")
-        if type(meter) is not str:
-            return None
-        known = meters.get(meter)
+        known = meters.get(item.meter)
         if known is None:
             return None  # unknown, or another enterprise's: the codec says which
-        value = item.get("value")
-        if type(value) is float:
-            pass  # finite: orjson refuses NaN, Infinity and numbers beyond the double range
-        elif type(value) is int and -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT:
-            value = float(value)
-        else:
-            return None
-        unit = item.get("unit")
+        unit = item.unit
         if unit is not None and unit != known[1]:
             return None
-        if "ts" in item:
-            raw = item["ts"]
+        raw = item.ts
+        if raw is _UNSET:
+            if msg_suffix is None:
+                return None
+            if msg_ms > hi:
+                hi = msg_ms
+            add_suffix(msg_suffix)
+        else:
             ms = raw if type(raw) is int and raw >= _MIN_TS_MS else parse_ts_ms(raw)
             if ms is None or ms > max_ms:
                 return None
             if ms > hi:
                 hi = ms
             add_suffix(b" %d000000\n" % ms)  # ts_suffix, inlined
-        elif msg_suffix is None:
-            return None
-        else:
-            if msg_ms > hi:
-                hi = msg_ms
-            add_suffix(msg_suffix)
         add_prefix(known[0])
-        add_value(value)
+        add_value(item.value)  # finite: msgspec refuses NaN, Infinity and out-of-range numbers
     return PlainReadings(prefixes, values, suffixes, hi)
 
 
