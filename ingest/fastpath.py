@@ -10,12 +10,11 @@ timestamps; and `format_lines` turns the columns into the ``meter_reading`` line
 more than the rest of a reading's decoding). The ingestor's CPU per reading is what limits it.
 
 `plain_readings` is pure, and it is exact or it declines: it returns None as soon as anything
-is not plain (bad JSON, any field of an unexpected type, an unknown meter, a unit to convert, a
-bad or future timestamp, ...),
-and the caller then decodes the message with `codec.decode`, which names every reason. When
-it does return readings they are exactly those `codec.decode` accepts, and `codec.decode`
-would have rejected nothing; tests hold the two to that over the codec's table and generated
-messages.
+is not plain (bad JSON, any field of an unexpected type, an unknown meter, a unit to convert,
+a bad or future timestamp, ...), and the caller then decodes the message with `codec.decode`,
+which names every reason. When it does return readings they are exactly those `codec.decode`
+accepts, and `codec.decode` would have rejected nothing; tests hold the two to that over the
+codec's table, generated messages and byte-mutated payloads.
 """
 
 from __future__ import annotations
@@ -119,8 +118,8 @@ class PlainReadings(NamedTuple):
 
 def format_lines(readings: PlainReadings) -> bytes:
     """The readings' ``meter_reading`` lines, each ended by a newline, as UTF-8. Each value is
-    written as the shortest text that reads back as the same double (orjson's, which differs
-    from ``repr`` only in exponent style: ``1e-7`` for ``1e-07``)."""
+    written as the shortest text that reads back as the same double (orjson's, which may differ
+    from ``repr`` in notation: ``1e-7`` for ``1e-07``, ``0.000025`` for ``2.5e-05``)."""
     n = len(readings.values)
     if n == 0:
         return b""
