@@ -33,7 +33,7 @@ from greenmon.units import UnitError, conversion_factor
 
 # 2000-01-01T00:00:00Z in ms: anything earlier is a device with no clock, or seconds sent
 # where milliseconds were meant.
-_MIN_TS_MS = 946_684_800_000
+MIN_TS_MS = 946_684_800_000
 _NS_PER_MS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
@@ -125,7 +125,7 @@ def parse_ts_ms(raw: Any) -> int | None:
         ms = (dt - _EPOCH) // _ONE_MS  # exact integer arithmetic, no float rounding
     else:
         return None
-    return ms if ms >= _MIN_TS_MS else None
+    return ms if ms >= MIN_TS_MS else None
 
 
 def excerpt(payload: bytes, limit: int = _EXCERPT) -> str:
@@ -212,7 +212,7 @@ def decode(
                 and item.get("unit", info.unit) == info.unit
             ):
                 ts = item.get("ts", msg_ts_ms)
-                if type(ts) is int and _MIN_TS_MS <= ts <= max_ms:
+                if type(ts) is int and MIN_TS_MS <= ts <= max_ms:
                     readings.append(
                         Reading(enterprise, meter_id, info.carrier, value, ts * _NS_PER_MS)
                     )

@@ -26,14 +26,12 @@ from typing import Any, NamedTuple
 import msgspec
 import orjson
 
-from greenmon.ingest.codec import DecodeLimits, Reading, parse_topic, parse_ts_ms
+from greenmon.ingest.codec import MIN_TS_MS, DecodeLimits, Reading, parse_topic, parse_ts_ms
 from greenmon.lineprotocol import escape_measurement, escape_tag
 from greenmon.registry import MeterInfo
 
 MEASUREMENT = "meter_reading"
 
-# Earliest usable epoch ms (2000-01-01), as `codec.parse_ts_ms` rules.
-_MIN_TS_MS = 946_684_800_000
 _UNSET: Any = msgspec.UNSET
 
 
@@ -199,7 +197,7 @@ def plain_readings(
                 return None
             add_suffix(msg_suffix)
         else:
-            ms = raw if type(raw) is int and raw >= _MIN_TS_MS else parse_ts_ms(raw)
+            ms = raw if type(raw) is int and raw >= MIN_TS_MS else parse_ts_ms(raw)
             if ms is None or ms > max_ms:
                 return None
             if ms > hi:
