@@ -106,9 +106,9 @@ def aggregate_cmd(
     double-control, `carrier=total` included) and `intensity` (tce per 10k yuan against the
     provincial reference), per window. Re-running a range overwrites, never doubles.
 
-    Examples:
-    `greenmon aggregate --registry fleet --from 2025-06-02 --to 2025-06-09 --json`;
-    `greenmon aggregate --registry fleet --follow`.
+    Examples (a fleet/ made by simulate fleet, its readings ingested):
+    `greenmon aggregate --registry fleet/ --from 2025-06-02 --to 2025-06-09 --json`;
+    `greenmon aggregate --registry fleet/ --follow`.
     """
     from greenmon.aggregator.reference import ReferenceChoice, load_references
     from greenmon.aggregator.service import default_options, local_day_start, next_day, run_range

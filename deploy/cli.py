@@ -61,14 +61,16 @@ def up(
 ) -> None:
     """Start Mosquitto and influxd (if not already running) and wait until both answer.
 
-    Example: `greenmon services up --runtime-dir /tmp/gm` then
-    `greenmon services status --runtime-dir /tmp/gm`.
+    Example: `greenmon services up --runtime-dir .greenmon/dev` then
+    `greenmon services status --runtime-dir .greenmon/dev`.
 
-    Secured broker (as in production):
-    `greenmon services broker-auth gateways.csv --out auth`,
-    `greenmon services dev-tls --out tls`, then
-    `greenmon services up --broker-auth auth --tls tls`; the ingestor then needs
-    `set -a; . auth/ingestor.env; set +a` and `GREENMON_MQTT_CA_FILE=tls/ca.crt`.
+    Example, a secured broker (as in production), with gateways.csv listing
+    enterprise_id,gateway_id: `greenmon services broker-auth gateways.csv --out .greenmon/auth`,
+    `greenmon services dev-tls --out .greenmon/tls`, then
+    `greenmon services up --runtime-dir .greenmon/secure --broker-auth .greenmon/auth
+    --tls .greenmon/tls`;
+    the ingestor then needs `set -a; . .greenmon/auth/ingestor.env; set +a` and
+    `GREENMON_MQTT_CA_FILE=.greenmon/tls/ca.crt`.
     """
     from greenmon.deploy.broker_auth import read_broker_auth
     from greenmon.deploy.tls import TlsFiles
@@ -147,7 +149,8 @@ def broker_auth_files(
     passwords already in `credentials.csv` and `ingestor.env` are kept, new users get new
     ones. Passwords are never printed.
 
-    Example: `greenmon services broker-auth gateways.csv --out /etc/greenmon/broker`
+    Example: `greenmon services broker-auth gateways.csv --out .greenmon/auth`
+    (in production, a directory only the broker's user can read, e.g. /etc/mosquitto/greenmon)
     """
     from greenmon.deploy.broker_auth import (
         load_gateways_csv,

@@ -60,7 +60,10 @@ def ingest(
     the local spool; rejected input goes to the dead-letter file with a reason. Runs until
     SIGTERM or Ctrl-C, then finishes in-flight batches and exits 0.
 
-    Example: `greenmon ingest --registry examples/registry` (with `greenmon services up`).
+    Example, in a clone of the repository: `greenmon services up`, then
+    `greenmon ingest --registry tests/data/registry`. With a simulated fleet:
+    `greenmon simulate fleet -n 50 --seed 7 --out fleet/`, then
+    `greenmon ingest --registry fleet/`.
     """
     from greenmon.ingest.service import Ingestor, ingest_paths
 

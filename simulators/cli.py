@@ -203,7 +203,8 @@ def run_cmd(
     what was actually sent. Same fleet, options and seed: same messages and truth, byte for
     byte.
 
-    Example: `greenmon simulate run --registry fleet/ --days 1 --faults demo --truth t.parquet`
+    Example: `greenmon simulate fleet -n 50 --seed 7 --out fleet/` then
+    `greenmon simulate run --registry fleet/ --days 1 --faults demo --truth t.parquet`
     """
     from greenmon.simulators.faults import parse_faults
     from greenmon.simulators.fleet import load_fleet
@@ -328,7 +329,8 @@ def replay_cmd(
 ) -> None:
     """Publish the messages of an out-file, in its order, as its gateways.
 
-    Example: `greenmon simulate replay run.jsonl --speed 43200`
+    Example: `greenmon simulate run --registry fleet/ --days 0.5 --out-file run.jsonl` then
+    `greenmon simulate replay run.jsonl --speed 43200` (a fleet/ from `simulate fleet`)
     """
     import polars as pl
 

@@ -629,27 +629,37 @@ _FILES: Final = (
 
 def write_fleet(fleet: Fleet, out: Path, *, overwrite: bool = False) -> list[Path]:
     """Write the fleet into directory `out` (created); refuse to replace an existing fleet or
-    registry unless `overwrite`. Returns the files written."""
+    registry unless `overwrite` (the very same fleet, byte for byte, is no replacement: running
+    the same `simulate fleet` twice succeeds). Returns the files written."""
     out = Path(out)
+    contents = {
+        name: getattr(fleet, attr).write_csv(float_scientific=False).encode("utf-8")
+        for name, attr, _schema in _FILES
+    }
+    contents[META_FILE] = (json.dumps(fleet.meta, indent=2, sort_keys=True) + "\n").encode()
     existing = [name for name, _a, _s in _FILES if (out / name).exists()]
-    if existing and not overwrite:
+    if existing and not overwrite and not _holds(out, contents):
         raise FleetError(
             f"{out} already holds {', '.join(existing)}: choose an empty directory or --force"
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
-        for name, attr, _schema in _FILES:
-            frame: pl.DataFrame = getattr(fleet, attr)
+        for name, data in contents.items():
             path = out / name
-            frame.write_csv(path, float_scientific=False)
+            path.write_bytes(data)
             written.append(path)
-        meta = out / META_FILE
-        meta.write_text(json.dumps(fleet.meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        written.append(meta)
     except OSError as exc:
         raise FleetError(f"cannot write the fleet to {out}: {exc.strerror or exc}") from exc
     return written
+
+
+def _holds(out: Path, contents: dict[str, bytes]) -> bool:
+    """True if every file of `contents` is in `out` with exactly those bytes."""
+    try:
+        return all((out / name).read_bytes() == data for name, data in contents.items())
+    except OSError:
+        return False
 
 
 def load_fleet(root: Path) -> Fleet:

@@ -120,6 +120,13 @@ def test_bad_sizes_and_overwrite(tmp_path: Path) -> None:
     with pytest.raises(FleetError, match="between 1 and"):
         generate_fleet(0, 1)
     write_fleet(generate_fleet(2, 1), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(FleetError, match="already holds"):
+        write_fleet(generate_fleet(2, 2), tmp_path)  # another fleet: refused
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    write_fleet(generate_fleet(2, 1), tmp_path)  # the very same fleet: nothing is replaced
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    (tmp_path / "meters.csv").write_bytes(before["meters.csv"] + b"\n")  # edited by hand
     with pytest.raises(FleetError, match="already holds"):
         write_fleet(generate_fleet(2, 1), tmp_path)
     write_fleet(generate_fleet(3, 1), tmp_path, overwrite=True)
