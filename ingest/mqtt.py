@@ -214,6 +214,7 @@ class MqttConsumer:
             )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_qos1_message = self._on_qos1_message
         self.client.max_inflight_messages_set(1000)
@@ -231,6 +232,16 @@ class MqttConsumer:
         self.connected.set()
         if self.on_state:
             self.on_state(True)
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, props: Any = None
+    ) -> None:
+        # Logged once the broker confirms: from here on no message for us is dropped.
+        failed = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if failed:
+            log.error("broker refused the subscription to %s: %s", self.topic, failed[0])
+        else:
+            log.warning("subscribed to %s", self.topic)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None

@@ -30,12 +30,14 @@ class IngestProc:
     runtime: Path
     proc: subprocess.Popen[str] | None = None
     log: Path = field(init=False)
+    _log_from: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.log = self.runtime / "ingest.log"
 
     def start(self) -> IngestProc:
         self.runtime.mkdir(parents=True, exist_ok=True)
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         out = self.log.open("a")
         self.proc = subprocess.Popen(
             [GREENMON, "ingest", *self.args, "--json"],
@@ -46,6 +48,23 @@ class IngestProc:
         )
         out.close()
         return self
+
+    def wait_subscribed(self, timeout: float = 60) -> IngestProc:
+        """Until the broker confirmed the subscription (the ingestor logs it): messages
+        published from then on reach it, however slowly it started."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as fh:
+                fh.seek(self._log_from)
+                if b"subscribed to" in fh.read():
+                    return self
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"ingest exited ({self.proc.returncode}):\n{self.log.read_text()}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(f"ingest did not subscribe in {timeout} s:\n{self.log.read_text()}")
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -30,7 +30,8 @@ def test_exact_counts_values_and_timestamps(
     services: LocalServices, database: str, start_ingest: Callable[..., object]
 ) -> None:
     ing = start_ingest(services.mqtt_url, services.influx_url, database, "--client-id", database)
-    time.sleep(1.0)  # let it subscribe (its session then keeps everything anyway)
+    # Once subscribed, its persistent session keeps everything anyway.
+    ing.wait_subscribed()  # type: ignore[attr-defined]
     pub = Publisher(services.mqtt_url, client_id="gw-" + database)
     try:
         expected = _stream(pub, 0, 200, per_msg=10)  # 2,000 readings in batch messages
@@ -50,7 +51,7 @@ def test_kill9_several_times_loses_nothing(
 ) -> None:
     args = (services.mqtt_url, services.influx_url, database, "--client-id", database)
     ing = start_ingest(*args)
-    time.sleep(1.0)
+    ing.wait_subscribed()  # type: ignore[attr-defined]
     pub = Publisher(services.mqtt_url, client_id="gw-" + database)
     expected: set[tuple[str, int, float]] = set()
     try:
@@ -76,7 +77,7 @@ def test_influxdb_down_then_back_spools_and_drains(
 ) -> None:
     svc = own_services()
     ing = start_ingest(svc.mqtt_url, svc.influx_url, database, "--client-id", database)
-    time.sleep(1.0)
+    ing.wait_subscribed()  # type: ignore[attr-defined]
     pub = Publisher(svc.mqtt_url, client_id="gw-" + database)
     try:
         expected = _stream(pub, 0, 100, per_msg=10)
@@ -105,7 +106,7 @@ def test_broker_restart_loses_no_qos1_message(
 ) -> None:
     svc = own_services()
     ing = start_ingest(svc.mqtt_url, svc.influx_url, database, "--client-id", database)
-    time.sleep(1.0)
+    ing.wait_subscribed()  # type: ignore[attr-defined]
     pub = Publisher(svc.mqtt_url, client_id="gw-" + database)
     try:
         expected = _stream(pub, 0, 150, per_msg=4)
@@ -137,7 +138,8 @@ def test_shared_group_splits_the_stream_and_survives_a_kill(
         )  # fmt: skip
 
     a, b = start("a"), start("b")
-    time.sleep(1.0)
+    a.wait_subscribed()  # type: ignore[attr-defined]
+    b.wait_subscribed()  # type: ignore[attr-defined]
     pub = Publisher(services.mqtt_url, client_id="gw-" + database)
     try:
         expected = _stream(pub, 0, 200, per_msg=5, pause_every=20, pause_s=0.02)

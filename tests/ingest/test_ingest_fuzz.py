@@ -74,7 +74,7 @@ def test_fuzzed_garbage_never_stops_or_blocks_good_data(
 ) -> None:
     rng = random.Random(20261126)
     ing = start_ingest(services.mqtt_url, services.influx_url, database, "--client-id", database)
-    time.sleep(1.0)
+    ing.wait_subscribed()  # type: ignore[attr-defined]
     pub = Publisher(services.mqtt_url, client_id="gw-" + database)
     expected: set[tuple[str, int, float]] = set()
     reasons: Counter[str] = Counter()

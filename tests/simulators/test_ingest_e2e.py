@@ -3,7 +3,6 @@ sent is stored, and the dead letters count exactly the malformed extras, per rea
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def test_ingested_points_and_dead_letters_match_the_truth(
     ]
     ingest = IngestProc(args, runtime).start()
     try:
-        time.sleep(1.0)  # let it subscribe
+        ingest.wait_subscribed()
         result = publish(run.planned.plan.messages, PublishOptions(mqtt_url=services.mqtt_url))
         assert result.published == run.planned.plan.messages.height
         sent = run.truth.filter(pl.col("sent"))
