@@ -105,6 +105,9 @@ def aggregate_cmd(
     writes `meter_energy` (per meter), `energy` (per enterprise, comprehensive and
     double-control, `carrier=total` included) and `intensity` (tce per 10k yuan against the
     provincial reference), per window. Re-running a range overwrites, never doubles.
+    With --follow the registry is reloaded when its files change or on SIGHUP (a bad edit
+    is refused, with every problem logged); days already written keep their figures until
+    you recompute them with --from/--to.
 
     Examples (a fleet/ made by simulate fleet, its readings ingested):
     `greenmon aggregate --registry fleet/ --from 2025-06-02 --to 2025-06-09 --json`;
@@ -117,6 +120,7 @@ def aggregate_cmd(
     from greenmon.config import resolve_local_services
     from greenmon.influx import InfluxClient
     from greenmon.registry import load_registry
+    from greenmon.registry_watch import RegistryWatcher
 
     wanted = tuple(w.strip() for w in windows.split(",") if w.strip())
     unknown = [w for w in wanted if w not in WINDOWS]
@@ -129,7 +133,8 @@ def aggregate_cmd(
     settings = resolve_local_services(settings, need_mqtt=False, need_influx=True)
     if settings.registry is None:
         raise ConfigError("registry: no registry directory given (--registry DIR)")
-    registry = load_registry(settings.registry)
+    watcher = RegistryWatcher(settings.registry) if follow else None
+    registry = watcher.current if watcher else load_registry(settings.registry)
     refs = load_references(references)
     opts = default_options(
         windows=wanted,
@@ -140,9 +145,10 @@ def aggregate_cmd(
     client = InfluxClient.from_settings(settings)
     try:
         if follow:
+            assert watcher is not None
             _follow(
                 client,
-                registry,
+                watcher,
                 opts,
                 parse_duration(lateness, "--lateness"),
                 poll_seconds,
@@ -200,7 +206,7 @@ def aggregate_cmd(
 
 
 def _follow(
-    client: Any, registry: Any, opts: Any, lateness: timedelta, poll_s: float, json_out: bool
+    client: Any, watcher: Any, opts: Any, lateness: timedelta, poll_s: float, json_out: bool
 ) -> None:
     from greenmon.aggregator.service import Follower
 
@@ -208,17 +214,27 @@ def _follow(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    watcher.install_sighup()
     say = None if json_out else (lambda m: console.log(m))
-    follower = Follower(client, registry, opts, lateness=lateness, say=say)
+    follower = Follower(
+        client, watcher.current, opts, lateness=lateness, say=say,
+        registry_source=lambda: watcher.current,
+    )  # fmt: skip
     if not json_out:
         console.print(
-            f"following {client.database}: lateness {lateness}, every {poll_s} s; Ctrl-C to stop"
+            f"following {client.database}: lateness {lateness}, every {poll_s} s; registry "
+            f"{watcher.root} reloaded when it changes or on SIGHUP; Ctrl-C to stop"
         )
-    follower.run(stop, poll_s)
+    watcher.start()
+    try:
+        follower.run(stop, poll_s)
+    finally:
+        watcher.close()
     summary = {
         "rounds": follower.rounds,
         "days_recomputed": follower.recomputed_days,
         "watermark": follower.watermark.isoformat() if follower.watermark else None,
+        "registry_reloads": dict(watcher.reloads),
     }
     if json_out:
         print_json(summary)

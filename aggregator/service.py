@@ -195,6 +195,9 @@ class Follower:
     lateness: timedelta = timedelta(minutes=30)
     horizon: timedelta = timedelta(days=40)
     say: Say | None = None
+    # Where each round takes the registry from (a RegistryWatcher's `current`): a registry
+    # edited while following applies from the next round on, the same for the whole round.
+    registry_source: Callable[[], Registry] | None = None
     seen: dict[datetime, int] = field(default_factory=dict)
     partial: dict[datetime, tuple[int, datetime]] = field(default_factory=dict)
     watermark: datetime | None = None
@@ -204,6 +207,8 @@ class Follower:
     def poll(self) -> list[RangeResult]:
         """One round: returns what was recomputed (nothing when nothing changed)."""
         self.rounds += 1
+        if self.registry_source is not None:
+            self.registry = self.registry_source()
         bounds = reading_bounds(self.client)
         if bounds is None:
             return []

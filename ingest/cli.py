@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from rich.table import Table
 from greenmon.cli_common import JsonOption, console, print_json, service_options
 from greenmon.config import IngestSettings, Settings, resolve_local_services
 from greenmon.errors import ConfigError
-from greenmon.registry import load_registry
+from greenmon.registry_watch import RegistryWatcher
 
 
 def _override_ingest(settings: Settings, flags: dict[str, Any]) -> Settings:
@@ -60,6 +61,10 @@ def ingest(
     the local spool; rejected input goes to the dead-letter file with a reason. Runs until
     SIGTERM or Ctrl-C, then finishes in-flight batches and exits 0.
 
+    The registry is reloaded without a restart when its CSV files change, or on SIGHUP
+    (`kill -HUP PID`): validated first, a bad edit is refused with every problem logged and
+    the registry in use stays. Each message is decoded against one registry or the other.
+
     Example, in a clone of the repository: `greenmon services up`, then
     `greenmon ingest --registry tests/data/registry`. With a simulated fleet:
     `greenmon simulate fleet -n 50 --seed 7 --out fleet/`, then
@@ -67,10 +72,16 @@ def ingest(
     """
     from greenmon.ingest.service import Ingestor, ingest_paths
 
+    # On a terminal, Rich; into a file or a journal, one plain line per record (greppable).
+    handler: logging.Handler = (
+        RichHandler(console=console, show_path=False)
+        if console.is_terminal
+        else logging.StreamHandler(sys.stdout)
+    )
     logging.basicConfig(
         level=log_level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
+        format="%(message)s" if console.is_terminal else "%(asctime)s %(levelname)s %(message)s",
+        handlers=[handler],
     )
     settings = _override_ingest(
         resolve_local_services(settings, need_mqtt=True, need_influx=True),
@@ -83,8 +94,8 @@ def ingest(
     )
     if settings.registry is None:
         raise ConfigError("registry: no registry directory given (--registry DIR)")
-    registry = load_registry(settings.registry)
-    ingestor = Ingestor(settings, registry)
+    watcher = RegistryWatcher(settings.registry)
+    ingestor = Ingestor(settings, watcher)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -92,6 +103,7 @@ def ingest(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    watcher.install_sighup()
     spool_dir, dead_file = ingest_paths(settings)
     if not json_out:
         console.print(
@@ -103,6 +115,7 @@ def ingest(
     summary = {
         **{k: int(v) for k, v in snap.items() if k != "lag_s"},
         "rejected_by_reason": ingestor.metrics.rejected_by_reason(),
+        "registry_reloads": dict(watcher.reloads),
         "dead_letters": str(dead_file),
     }
     if json_out:

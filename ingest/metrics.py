@@ -41,6 +41,15 @@ class IngestMetrics:
             "Unix time of the latest write InfluxDB accepted",
             registry=r,
         )
+        self.registry_reloads = Counter(
+            f"{p}_registry_reloads",
+            "Registry reloads, by outcome (applied, refused, unchanged)",
+            ["outcome"],
+            registry=r,
+        )
+        self.registry_meters = Gauge(
+            f"{p}_registry_meters", "Meters in the registry in use", registry=r
+        )
         self.write_latency = Histogram(
             f"{p}_write_latency_seconds",
             "InfluxDB write latency per batch",

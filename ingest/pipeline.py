@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from greenmon.influx import InfluxClient, InfluxError, InfluxWriteError
 from greenmon.ingest.codec import DecodeLimits, decode
@@ -48,6 +48,13 @@ class _Batch:
     max_ts_ms: int = 0
 
 
+class _Decoding(NamedTuple):
+    """What a message is decoded against; replaced as a whole when the registry changes."""
+
+    registry: Registry
+    table: SeriesTable
+
+
 class Pipeline:
     def __init__(
         self,
@@ -64,7 +71,7 @@ class Pipeline:
         max_inflight_writes: int = 4,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
-        self.registry = registry
+        self._decoding = _Decoding(registry, SeriesTable(registry.meter_infos()))
         self.client = client
         self.spool = spool
         self.dead_letters = dead_letters
@@ -75,7 +82,6 @@ class Pipeline:
         self.batch_age_s = batch_age_s
         self._clock_ms = clock_ms
         self._batch = _Batch()
-        self._table = SeriesTable(registry.meter_infos())
         self._slots = threading.BoundedSemaphore(max_inflight_writes)
         self._max_inflight = max_inflight_writes
         self._pool = ThreadPoolExecutor(max_inflight_writes, thread_name_prefix="influx-write")
@@ -86,6 +92,16 @@ class Pipeline:
         )
         self._replayer.start()
 
+    @property
+    def registry(self) -> Registry:
+        return self._decoding.registry
+
+    def set_registry(self, registry: Registry) -> None:
+        """Decode every later message against `registry` (from any thread). The lookup table
+        is built first and both are swapped in one assignment: a message is decoded against
+        the old registry or the new one, never a mix."""
+        self._decoding = _Decoding(registry, SeriesTable(registry.meter_infos()))
+
     # -- network thread ------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, token: AckToken) -> None:
         """Decode one message and add its readings to the current batch. Never raises for
@@ -95,15 +111,16 @@ class Pipeline:
         b = self._batch
         if not b.tokens:
             b.started = time.monotonic()
-        plain = plain_readings(topic, payload, self._table, now_ms, self.limits)
+        dec = self._decoding  # one registry for the whole message
+        plain = plain_readings(topic, payload, dec.table, now_ms, self.limits)
         if plain is None:
             # Not plain: the codec checks everything and names each rejection.
-            out = decode(topic, payload, self.registry, now_ms, self.limits)
+            out = decode(topic, payload, dec.registry, now_ms, self.limits)
             if out.rejections:
                 self.dead_letters.add(topic, payload, out.rejections)
                 for rej in out.rejections:
                     self.metrics.rejected.labels(rej.reason.value).inc()
-            plain = self._table.columns(out.readings)
+            plain = dec.table.columns(out.readings)
         n = len(plain.values)
         if n:
             b.chunks.append(format_lines(plain))

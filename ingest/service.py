@@ -23,6 +23,7 @@ from greenmon.ingest.mqtt import MqttConsumer
 from greenmon.ingest.pipeline import Pipeline
 from greenmon.ingest.spool import Spool
 from greenmon.registry import Registry
+from greenmon.registry_watch import RegistryWatcher
 
 log = logging.getLogger("greenmon.ingest")
 
@@ -35,10 +36,16 @@ def ingest_paths(settings: Settings) -> tuple[Path, Path]:
 
 
 class Ingestor:
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    """`registry` is fixed, or a `RegistryWatcher` whose reloads the ingestor follows (it
+    starts and closes the watcher's thread with its own run)."""
+
+    def __init__(self, settings: Settings, registry: Registry | RegistryWatcher) -> None:
         if settings.mqtt_url is None or settings.influx_url is None:
             raise ConfigError("mqtt_url and influx_url must be set for ingest")
         self.settings = settings
+        self.watcher = registry if isinstance(registry, RegistryWatcher) else None
+        if isinstance(registry, RegistryWatcher):
+            registry = registry.current
         ing = settings.ingest
         spool_dir, dead_file = ingest_paths(settings)
         self.metrics = IngestMetrics()
@@ -83,6 +90,16 @@ class Ingestor:
             max_inflight_writes=ing.max_inflight_writes,
         )
         self._last_stats = time.monotonic()
+        self.metrics.registry_meters.set(registry.meters.height)
+        if self.watcher is not None:
+            self.watcher.subscribe(self._registry_changed)
+            self.watcher.on_result(
+                lambda result: self.metrics.registry_reloads.labels(result.outcome).inc()
+            )
+
+    def _registry_changed(self, registry: Registry) -> None:
+        self.pipeline.set_registry(registry)
+        self.metrics.registry_meters.set(registry.meters.height)
 
     def _on_message(self, topic: str, payload: bytes, token: object) -> None:
         self.pipeline.handle(topic, payload, token)
@@ -102,8 +119,12 @@ class Ingestor:
             )
 
     def run(self, stop: threading.Event) -> None:
+        if self.watcher is not None:
+            self.watcher.start()
         try:
             self.consumer.run(stop, self._tick, self.pipeline.drain)
         finally:
+            if self.watcher is not None:
+                self.watcher.close()
             self.pipeline.close()
             self.client.close()
