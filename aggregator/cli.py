@@ -45,6 +45,14 @@ def parse_moment(text: str, tz: str, what: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _windows(text: str, what: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    wanted = tuple(w.strip() for w in text.split(",") if w.strip())
+    unknown = [w for w in wanted if w not in known]
+    if unknown or not wanted:
+        raise ConfigError(f"{what}: unknown {', '.join(unknown) or '(none)'}; use {known}")
+    return wanted
+
+
 def aggregate_cmd(
     settings: Settings,
     start: Annotated[
@@ -74,6 +82,22 @@ def aggregate_cmd(
     windows: Annotated[
         str, typer.Option(help="Comma-separated windows: 15m, 1h, 1d, 1mo.")
     ] = "15m,1h,1d,1mo",
+    meter_windows: Annotated[
+        str | None,
+        typer.Option(
+            help="Windows also written per meter (meter_energy), e.g. 15m,1h,1d,1mo; energy "
+            "gets every window of --windows.",
+            show_default="aggregate.meter_windows: 1h,1d,1mo",
+        ),
+    ] = None,
+    chunk_readings: Annotated[
+        int | None,
+        typer.Option(
+            min=1000,
+            help="Readings held in memory at a time (groups of whole enterprises are sized to it).",
+            show_default="aggregate.chunk_readings: 1000000",
+        ),
+    ] = None,
     references: Annotated[
         Path | None,
         typer.Option(
@@ -100,11 +124,14 @@ def aggregate_cmd(
 ) -> None:
     """Turn raw meter readings into energy (kgce), carbon (kgCO2) and intensity.
 
-    Reads `meter_reading` from InfluxDB in day-sized chunks, converts registers to
-    consumption (duplicates, rollovers, meter replacements, spikes and gaps handled), and
-    writes `meter_energy` (per meter), `energy` (per enterprise, comprehensive and
-    double-control, `carrier=total` included) and `intensity` (tce per 10k yuan against the
-    provincial reference), per window. Re-running a range overwrites, never doubles.
+    Reads `meter_reading` from InfluxDB for groups of whole enterprises at a time (memory
+    stays bounded whatever the range), converts registers to consumption (duplicates,
+    rollovers, meter replacements, spikes and gaps handled), and writes `energy` (per
+    enterprise, comprehensive and double-control, `carrier=total` included, every window),
+    `meter_energy` (per meter, the --meter-windows) and `intensity` (tce per 10k yuan against
+    the provincial reference). Each point names its reference rows by a compact
+    `reference_id`; the full text is in the `reference` measurement and in this report.
+    Re-running a range overwrites, never doubles.
     With --follow the registry is reloaded when its files change or on SIGHUP (a bad edit
     is refused, with every problem logged); days already written keep their figures until
     you recompute them with --from/--to.
@@ -113,7 +140,7 @@ def aggregate_cmd(
     `greenmon aggregate --registry fleet/ --from 2025-06-02 --to 2025-06-09 --json`;
     `greenmon aggregate --registry fleet/ --follow`.
     """
-    from greenmon.aggregator.reference import ReferenceChoice, load_references
+    from greenmon.aggregator.reference import ReferenceChoice, label_rows, load_references
     from greenmon.aggregator.service import default_options, local_day_start, next_day, run_range
     from greenmon.aggregator.store import reading_bounds
     from greenmon.aggregator.windows import WINDOWS
@@ -122,10 +149,12 @@ def aggregate_cmd(
     from greenmon.registry import load_registry
     from greenmon.registry_watch import RegistryWatcher
 
-    wanted = tuple(w.strip() for w in windows.split(",") if w.strip())
-    unknown = [w for w in wanted if w not in WINDOWS]
-    if unknown or not wanted:
-        raise ConfigError(f"--windows: unknown {', '.join(unknown) or '(none)'}; use {WINDOWS}")
+    wanted = _windows(windows, "--windows", WINDOWS)
+    per_meter = (
+        _windows(meter_windows, "--meter-windows", WINDOWS)
+        if meter_windows is not None
+        else settings.aggregate.meter_windows
+    )
     if electricity_basis not in ("calorific", "equal_value"):
         raise ConfigError("--electricity-basis: use calorific or equal_value")
     if follow and (start or end):
@@ -141,6 +170,8 @@ def aggregate_cmd(
         tz=settings.timezone,
         references=refs,
         choice=ReferenceChoice(electricity_basis=electricity_basis),  # type: ignore[arg-type]
+        chunk_readings=chunk_readings or settings.aggregate.chunk_readings,
+        meter_windows=per_meter,
     )
     client = InfluxClient.from_settings(settings)
     try:
@@ -179,8 +210,11 @@ def aggregate_cmd(
         "from": lo.isoformat(),
         "to": hi.isoformat(),
         "readings": result.readings,
+        "chunks": result.chunks,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "written": result.written,
         "references": list(refs.files),
+        "reference_ids": dict(sorted(result.references.items())),
         "electricity_basis": electricity_basis,
         "enterprises": totals.to_dicts() if totals.height else [],
     }
@@ -201,8 +235,16 @@ def aggregate_cmd(
     console.print(
         "written: "
         + ", ".join(f"{k} {v:,} points" for k, v in result.written.items())
-        + f"; references: {', '.join(refs.files)}"
+        + f" ({result.chunks} chunk(s)); reference files: {', '.join(refs.files)}"
     )
+    if result.references:
+        used = [r for text in result.references.values() for r in label_rows(text)]
+        console.print(
+            f"reference rows used ({len(result.references)} reference_id values on the points; "
+            "--json or the `reference` measurement gives each id's full text):"
+        )
+        for line in dict.fromkeys(used):
+            console.print(f"  {line}", highlight=False, markup=False)
 
 
 def _follow(

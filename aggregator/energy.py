@@ -33,7 +33,9 @@ is in the carrier's reference unit (``unit`` column); a total row has no quantit
 Output columns are the InfluxDB tags and fields by name (`METER_ENERGY_TAGS`,
 `METER_ENERGY_FIELDS`, `ENERGY_TAGS`, `ENERGY_FIELDS`), ``time`` (the window start), plus
 metadata the writer may keep or drop (`METER_ENERGY_EXTRA`, `ENERGY_EXTRA`), among them
-``reference``: the coefficient and emission-factor rows used (file:line, value, year, status).
+``reference``: the coefficient and emission-factor rows used (file:line, value, year, status),
+and ``reference_id``, its compact id (`greenmon.aggregator.reference.reference_id`), which is
+what the points store.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Final
 import polars as pl
 
 from greenmon.aggregator.errors import InputFrameError
+from greenmon.aggregator.reference import with_reference_ids
 from greenmon.aggregator.windows import DEFAULT_TZ
 from greenmon.registry import carrier_units
 from greenmon.units import conversion_factor
@@ -62,10 +65,17 @@ __all__ = [
 
 METER_ENERGY_TAGS: Final = ("enterprise", "meter", "carrier", "role", "window")
 METER_ENERGY_FIELDS: Final = ("quantity", "kgce", "kgco2", "completeness")
-METER_ENERGY_EXTRA: Final = ("end", "readings", "unit", "reference", "year")
+METER_ENERGY_EXTRA: Final = ("end", "readings", "unit", "reference", "reference_id", "year")
 ENERGY_TAGS: Final = ("enterprise", "carrier", "county", "industry", "window")
 ENERGY_FIELDS: Final = ("quantity", "kgce", "kgco2", "completeness", "double_control_kgce")
-ENERGY_EXTRA: Final = ("end", "unit", "renewable_kgce", "raw_material_kgce", "reference")
+ENERGY_EXTRA: Final = (
+    "end",
+    "unit",
+    "renewable_kgce",
+    "raw_material_kgce",
+    "reference",
+    "reference_id",
+)
 #: The ``carrier`` tag value of an enterprise's all-carrier series.
 TOTAL: Final = "total"
 #: How each meter role enters comprehensive consumption.
@@ -103,6 +113,7 @@ def meter_energy(
         "kgce_per_unit",
         "kgco2_per_unit",
         pl.col("reference").cast(pl.Categorical),
+        pl.col("reference_id").cast(pl.Categorical),
     ).lazy()
     year = pl.col("time").dt.convert_time_zone(tz).dt.year().cast(pl.Int32).clip(lo, hi)
     return (
@@ -124,6 +135,7 @@ def meter_energy(
             "readings",
             "unit",
             "reference",
+            "reference_id",
             "year",
         )
     )
@@ -229,7 +241,8 @@ def enterprise_energy(
     # the reference rows in force per enterprise, carrier and year: those of its counted
     # meters (from the factors, not per window)
     labels = (
-        factors.lazy()
+        factors.select("meter_id", "year", "reference")
+        .lazy()
         .join(
             meters.lazy()
             .filter(pl.col("role") != "sub")
@@ -244,6 +257,9 @@ def enterprise_energy(
     total_labels = labels.group_by("enterprise", "year").agg(
         pl.col("reference").sort().str.join(" | ")
     )
+    # one id per distinct label (few: enterprises share their reference rows)
+    labels = labels.collect().pipe(with_reference_ids).lazy()
+    total_labels = total_labels.collect().pipe(with_reference_ids).lazy()
     per_carrier = per_carrier.join(labels, on=["enterprise", "carrier", "year"], how="left")
     carrier_rows = per_carrier.filter(pl.col("meters") > 0)
     totals = (
@@ -293,6 +309,7 @@ def enterprise_energy(
         "renewable_kgce",
         "raw_material_kgce",
         "reference",
+        "reference_id",
     ]
     carrier_out = carrier_rows.with_columns(
         pl.lit(None, dtype=pl.Float64).alias("double_control_kgce"),

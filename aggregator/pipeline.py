@@ -137,19 +137,24 @@ def aggregate(
     years: Iterable[int] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    factors: pl.DataFrame | None = None,
 ) -> Aggregation:
     """Run the computation for `readings` (``meter, time, value``) up to per-meter windows;
     return the outputs lazily (see the module docstring).
 
     `references` defaults to the packaged tables (`load_references`); `years` (the local
-    years whose factors to resolve) defaults to `data_years` (one cheap scan of ``time``).
-    See the module docstring for `since`, `until` and `rates` in incremental use.
+    years whose factors to resolve) defaults to `data_years` (one cheap scan of ``time``);
+    `factors` (`meter_factors` output, resolved once by a caller running many chunks) skips
+    that step. ``intensity`` is computed when ``1mo`` is among `windows` and `periods` is not
+    empty. See the module docstring for `since`, `until` and `rates` in incremental use.
     """
     references = references or load_references()
     choice = choice or ReferenceChoice()
     wanted = list(dict.fromkeys(windows))
-    year_list = sorted(set(years)) if years is not None else data_years(readings, tz)
-    factors = meter_factors(registry.meters, references, year_list, choice)
+    period_list = list(periods)
+    if factors is None:
+        year_list = sorted(set(years)) if years is not None else data_years(readings, tz)
+        factors = meter_factors(registry.meters, references, year_list, choice)
 
     # The classification is evaluated here, once, and shared by windows, events and summary.
     classified = classify(readings, registry.meters, rules, rates).collect().lazy()
@@ -163,10 +168,10 @@ def aggregate(
             registry.enterprises,
             references,
             choice=choice,
-            periods=periods,
+            periods=period_list,
             tz=tz,
         )
-        if "1mo" in wanted
+        if "1mo" in wanted and period_list
         else None
     )
     # events of the readings in [since, until) only: the context around belongs to (and is

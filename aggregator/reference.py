@@ -35,6 +35,7 @@ them as ``file:line: column: reason``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,8 +64,11 @@ __all__ = [
     "ReferenceChoice",
     "References",
     "intensity_references",
+    "label_rows",
     "load_references",
     "meter_factors",
+    "reference_id",
+    "with_reference_ids",
 ]
 
 COEFFICIENTS_FILE: Final = "energy_coefficients.csv"
@@ -84,6 +88,46 @@ _ENERGY_UNITS: Final = ("MJ", "GJ")
 _PACKAGED: Final = "packaged"
 _FREE_TEXT: Final = ("note", "comment")  # extra columns any file may carry
 _USER: Final = "user"
+
+
+# --------------------------------------------------------------------------- reference ids
+
+
+def reference_id(text: str) -> str:
+    """The compact id of a reference label: ``r`` + 10 hex digits of its BLAKE2b digest.
+
+    Stored points carry the id (``reference_id``); the label itself is written once per id
+    (the ``reference`` measurement, `greenmon.aggregator.store.write_references`), so the
+    provenance of every figure costs a few bytes per point and stays retrievable."""
+    return "r" + hashlib.blake2b(text.encode("utf-8"), digest_size=5).hexdigest()
+
+
+def label_rows(text: str) -> list[str]:
+    """The reference rows a label names, each once: a `meter_factors` label is ``kgce: <row>;
+    kgCO2: <row>``, an enterprise label several of them joined by `` | ``."""
+    rows: list[str] = []
+    for factor in text.split(" | "):
+        for part in factor.split("; kgCO2: "):
+            row = part.removeprefix("kgce: ")
+            if row not in rows:
+                rows.append(row)
+    return rows
+
+
+def with_reference_ids(
+    frame: pl.DataFrame, column: str = "reference", out: str = "reference_id"
+) -> pl.DataFrame:
+    """`frame` with `out` = `reference_id` of each `column` value (one hash per distinct
+    label, mapped back with a join; nulls stay null)."""
+    labels = frame.get_column(column).cast(pl.String).drop_nulls().unique().to_list()
+    ids = pl.DataFrame(
+        {column: labels, out: [reference_id(label) for label in labels]},
+        schema={column: pl.String, out: pl.String},
+    )
+    dtype = frame.schema[column]
+    return frame.join(
+        ids.with_columns(pl.col(column).cast(dtype)), on=column, how="left", maintain_order="left"
+    )
 
 
 # --------------------------------------------------------------------------- public types
@@ -642,9 +686,10 @@ def meter_factors(
 
     `meters` is `Registry.meters` (meter_id, enterprise_id, carrier, unit, role, ...). Returns
     ``meter_id, year, unit, carrier_unit, to_carrier_unit, kgce_per_unit, kgco2_per_unit,
-    reference``: ``to_carrier_unit`` converts the meter's quantity into the carrier's reference
-    unit (the first unit the coefficient table lists for the carrier: kWh, m3, kg, MJ, ...),
-    in which enterprise totals per carrier are expressed.
+    reference, reference_id`` (the label and its `reference_id`): ``to_carrier_unit``
+    converts the meter's quantity into the carrier's reference unit (the first unit the
+    coefficient table lists for the carrier: kWh, m3, kg, MJ, ...), in which enterprise totals
+    per carrier are expressed.
 
     Carbon: electricity uses the grid factor of the chosen scope and year; a ``generation``
     meter (on-site renewable output) is zero-carbon; fuels, heat and steam use their factor per
@@ -726,19 +771,21 @@ def meter_factors(
             )
     if missing:
         raise MissingReferenceError("; ".join(dict.fromkeys(missing)))
-    return pl.DataFrame(
-        out,
-        schema={
-            "meter_id": pl.String,
-            "year": pl.Int32,
-            "unit": pl.String,
-            "carrier_unit": pl.String,
-            "to_carrier_unit": pl.Float64,
-            "kgce_per_unit": pl.Float64,
-            "kgco2_per_unit": pl.Float64,
-            "reference": pl.String,
-        },
-        orient="row",
+    return with_reference_ids(
+        pl.DataFrame(
+            out,
+            schema={
+                "meter_id": pl.String,
+                "year": pl.Int32,
+                "unit": pl.String,
+                "carrier_unit": pl.String,
+                "to_carrier_unit": pl.Float64,
+                "kgce_per_unit": pl.Float64,
+                "kgco2_per_unit": pl.Float64,
+                "reference": pl.String,
+            },
+            orient="row",
+        )
     )
 
 

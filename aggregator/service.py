@@ -1,10 +1,16 @@
 """Batch and follow mode: which range to (re)compute, reading it, writing the results.
 
-`run_range` recomputes every window in [start, end): it reads the readings of that range plus
-each meter's two readings either side of it, however far away (so the intervals that cross its
-edges are attributed correctly and the spike rule sees its neighbours, whatever the gaps), runs
-`greenmon.aggregator.pipeline.aggregate`, and writes ``meter_energy``, ``energy`` and
-``intensity``. Windows only partly inside the range are left out unless `partial` is set (then
+`run_range` recomputes every window in [start, end), one group of whole enterprises at a time
+(`greenmon.aggregator.chunks`: groups sized to ``Options.chunk_readings``, so memory does not
+grow with the range or the fleet): for each group it reads the readings of the range plus each
+meter's two readings either side of it, however far away (so the intervals that cross its edges
+are attributed correctly and the spike rule sees its neighbours, whatever the gaps), runs
+`greenmon.aggregator.pipeline.aggregate`, and writes ``energy`` (every window),
+``meter_energy`` (the ``Options.meter_windows``) and the ``reference`` points of the labels it
+used (points carry a compact ``reference_id``). Per-meter and per-enterprise results depend
+only on the enterprise's own meters, so the groups give exactly the unchunked results;
+``intensity`` (whose ranks compare enterprises) is computed once at the end from every group's
+monthly totals. Windows only partly inside the range are left out unless `partial` is set (then
 the window holding `end` is written from the data so far, e.g. month to date, and its
 completeness says how much of it is there).
 
@@ -20,22 +26,34 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from greenmon.aggregator.chunks import DEFAULT_CHUNK_READINGS, ChunkPlanner
 from greenmon.aggregator.energy import TOTAL
+from greenmon.aggregator.intensity import intensity
 from greenmon.aggregator.pipeline import aggregate
-from greenmon.aggregator.reference import ReferenceChoice, References, load_references
+from greenmon.aggregator.reference import (
+    ReferenceChoice,
+    References,
+    load_references,
+    meter_factors,
+)
 from greenmon.aggregator.store import (
+    REFERENCE,
     day_counts,
     edge_readings,
     read_readings,
     reading_bounds,
+    reference_points,
     write_frame,
+    write_references,
 )
 from greenmon.aggregator.windows import DEFAULT_TZ, WINDOWS
 from greenmon.influx import InfluxClient, InfluxConnectionError, InfluxUnavailableError
@@ -47,6 +65,11 @@ Say = Callable[[str], None]
 _MEASUREMENTS = ("meter_energy", "energy", "intensity")
 
 
+#: Per-meter windows written by default: ``energy`` already holds every enterprise's 15-minute
+#: totals, and per-meter 15-minute points would be as many as the readings.
+DEFAULT_METER_WINDOWS: Final = ("1h", "1d", "1mo")
+
+
 @dataclass(frozen=True)
 class Options:
     windows: tuple[str, ...] = WINDOWS
@@ -54,41 +77,102 @@ class Options:
     chunk: timedelta = timedelta(days=1)
     references: References | None = None
     choice: ReferenceChoice = field(default_factory=ReferenceChoice)
+    #: readings one pass holds in memory (`greenmon.aggregator.chunks`); None = all at once
+    chunk_readings: int | None = DEFAULT_CHUNK_READINGS
+    #: the windows written per meter (``meter_energy``); ``energy`` gets every window
+    meter_windows: tuple[str, ...] = DEFAULT_METER_WINDOWS
 
 
 @dataclass
 class RangeResult:
+    """What `run_range` did: readings read, points written per measurement, the chunks, and
+    the frames asked for with `keep` (every group's rows, concatenated)."""
+
     start: datetime
     end: datetime
     readings: int = 0
     written: dict[str, int] = field(default_factory=dict)
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
+    chunks: int = 0
+    #: reference id -> full label, of every point written
+    references: dict[str, str] = field(default_factory=dict)
+    #: seconds spent reading readings, computing and writing results
+    seconds: dict[str, float] = field(default_factory=dict)
+    _totals: list[pl.DataFrame] = field(default_factory=list, repr=False)
+
+    def _lap(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
+        return now
 
     def totals(self) -> pl.DataFrame:
         """Per enterprise over the range: kgce, tce, kgCO2, double-control kgce and the least
         completeness, summed from the finest window computed."""
-        energy = self.frames.get("energy")
-        if energy is None or energy.is_empty():
+        if not self._totals:
             return pl.DataFrame()
-        finest = next(w for w in WINDOWS if w in set(energy.get_column("window").to_list()))
-        rows = energy.filter(
-            (pl.col("carrier") == TOTAL)
-            & (pl.col("window") == finest)
-            & (pl.col("time") >= self.start)
-            & (pl.col("time") < self.end)
+        return pl.concat(self._totals).sort("enterprise")
+
+
+def _range_totals(energy: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
+    """`RangeResult.totals` rows of one group's ``energy`` frame."""
+    if energy.is_empty():
+        return pl.DataFrame()
+    present = set(energy.get_column("window").unique().to_list())
+    finest = next(w for w in WINDOWS if w in present)
+    rows = energy.filter(
+        (pl.col("carrier") == TOTAL)
+        & (pl.col("window") == finest)
+        & (pl.col("time") >= start)
+        & (pl.col("time") < end)
+    )
+    return (
+        rows.group_by("enterprise", "county", "industry")
+        .agg(
+            pl.col("kgce").sum(),
+            pl.col("kgco2").sum(),
+            pl.col("double_control_kgce").sum(),
+            pl.col("completeness").min(),
+            pl.len().alias("windows"),
         )
-        return (
-            rows.group_by("enterprise", "county", "industry")
-            .agg(
-                pl.col("kgce").sum(),
-                pl.col("kgco2").sum(),
-                pl.col("double_control_kgce").sum(),
-                pl.col("completeness").min(),
-                pl.len().alias("windows"),
-            )
-            .with_columns((pl.col("kgce") / 1000).alias("tce"), pl.lit(finest).alias("window"))
-            .sort("enterprise")
-        )
+        .with_columns((pl.col("kgce") / 1000).alias("tce"), pl.lit(finest).alias("window"))
+    )
+
+
+def _write_new_references(
+    client: InfluxClient, frames: Iterable[pl.DataFrame], tz: str, result: RangeResult
+) -> None:
+    """Write the `reference` points of labels not written yet in this range."""
+    used = [
+        frame.select("time", pl.col("reference", "reference_id").cast(pl.String))
+        for frame in frames
+        if frame.height
+    ]
+    if not used:
+        return
+    points = reference_points(pl.concat(used), tz)
+    new = points.filter(~pl.col("id").is_in(list(result.references)))
+    if new.height:
+        result.written[REFERENCE] = result.written.get(REFERENCE, 0) + write_references(client, new)
+        result.references.update(zip(new.get_column("id"), new.get_column("text"), strict=True))
+
+
+def local_years(start: datetime, end: datetime, tz: str) -> list[int]:
+    """The local years of [start - 1 day, end]: the years whose factors a range needs (an
+    interval meter's first reading covers time before it)."""
+    zone = ZoneInfo(tz)
+    first = (start - timedelta(days=1)).astimezone(zone).year
+    return list(range(first, end.astimezone(zone).year + 1))
+
+
+def subset(registry: Registry, enterprises: list[str]) -> Registry:
+    """The registry restricted to `enterprises` (their meters and statistics)."""
+    ids = pl.Series(enterprises, dtype=pl.String).implode()
+    return Registry(
+        root=registry.root,
+        enterprises=registry.enterprises.filter(pl.col("enterprise_id").is_in(ids)),
+        meters=registry.meters.filter(pl.col("enterprise_id").is_in(ids)),
+        monthly=registry.monthly.filter(pl.col("enterprise_id").is_in(ids)),
+    )
 
 
 def run_range(
@@ -100,43 +184,108 @@ def run_range(
     *,
     partial: bool = False,
     windows: tuple[str, ...] | None = None,
+    keep: tuple[str, ...] = ("events", "intensity"),
     say: Say | None = None,
 ) -> RangeResult:
-    """Recompute and write every window in [start, end) (see the module docstring)."""
+    """Recompute and write every window in [start, end) (see the module docstring), in
+    groups of whole enterprises (`greenmon.aggregator.chunks`): each group's readings over the
+    range are read, computed and written before the next group is read. `keep` names the
+    frames to return in `RangeResult.frames` (``meter_energy``, ``energy``, ``intensity``,
+    ``events``); the others are written and dropped."""
     result = RangeResult(start, end)
-    readings = pl.concat(
-        [read_readings(client, start, end, chunk=opts.chunk), edge_readings(client, start, end)]
-    )
-    result.readings = readings.height
-    if readings.is_empty():
-        return result
-    agg = aggregate(
-        readings.lazy(),
-        registry,
-        opts.references,
-        windows=windows or opts.windows,
-        tz=opts.tz,
-        choice=opts.choice,
-        since=start,
-        until=None if partial else end,
-    )
-    frames = agg.collect(*[m for m in _MEASUREMENTS if getattr(agg, m) is not None], "events")
-    if partial:
-        for name in ("meter_energy", "energy"):
-            frames[name] = frames[name].filter(pl.col("time") < end)
-        if "intensity" in frames:  # month to date only: longer periods need earlier months
-            frames["intensity"] = frames["intensity"].filter(
-                (pl.col("period") == "month") & (pl.col("time") >= start)
+    wanted = windows or opts.windows
+    references = opts.references or load_references()
+    years = local_years(start, end, opts.tz)
+    factors = meter_factors(registry.meters, references, years, opts.choice)
+    hours = (end - start).total_seconds() / 3600
+    planner = ChunkPlanner.for_range(registry.meters, hours, opts.chunk_readings)
+    kept: dict[str, list[pl.DataFrame]] = {name: [] for name in keep}
+    months: list[pl.DataFrame] = []
+    for group in planner:
+        single = planner.groups == 1 and planner.remaining() == 0
+        which = None if single else group
+        clock = time.perf_counter()
+        readings = pl.concat(
+            [
+                read_readings(client, start, end, chunk=opts.chunk, enterprises=which),
+                edge_readings(client, start, end, enterprises=which),
+            ]
+        )
+        clock = result._lap("read", clock)
+        planner.observe(group, readings.height)
+        result.readings += readings.height
+        result.chunks += 1
+        if readings.is_empty():
+            continue
+        part = registry if single else subset(registry, group)
+        meter_ids = part.meters.get_column("meter_id").implode()
+        agg = aggregate(
+            readings.lazy(),
+            part,
+            references,
+            windows=wanted,
+            periods=(),
+            tz=opts.tz,
+            choice=opts.choice,
+            since=start,
+            until=None if partial else end,
+            factors=factors.filter(pl.col("meter_id").is_in(meter_ids)),
+        )
+        del readings
+        frames = agg.collect("meter_energy", "energy", "events")
+        if partial:
+            for name in ("meter_energy", "energy"):
+                frames[name] = frames[name].filter(pl.col("time") < end)
+        clock = result._lap("compute", clock)
+        written = {
+            "meter_energy": frames["meter_energy"].filter(
+                pl.col("window").is_in(opts.meter_windows)
+            ),
+            "energy": frames["energy"],
+        }
+        for name, frame in written.items():
+            count = write_frame(client, name, frame)
+            result.written[name] = result.written.get(name, 0) + count
+        _write_new_references(client, written.values(), opts.tz, result)
+        clock = result._lap("write", clock)
+        energy = frames["energy"]
+        months.append(energy.filter((pl.col("window") == "1mo") & (pl.col("carrier") == TOTAL)))
+        totals = _range_totals(energy, start, end)
+        if totals.height:
+            result._totals.append(totals)
+        for name, frame in frames.items():
+            if name in kept:
+                kept[name].append(frame)
+        if say is not None:
+            say(
+                f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, chunk {result.chunks} "
+                f"({len(group)} enterprises, {planner.remaining()} to go): "
+                f"{result.readings:,} readings so far"
             )
-    elif "intensity" in frames:
-        frames["intensity"] = _whole_periods(frames["intensity"], start, end, opts.tz)
-    for name in _MEASUREMENTS:
-        if name in frames:
-            result.written[name] = write_frame(client, name, frames[name])
-    result.frames = frames
+    if "1mo" in wanted and months:
+        monthly = pl.concat(months, how="diagonal_relaxed")
+        rows = intensity(
+            monthly.lazy(),
+            registry.monthly,
+            registry.enterprises,
+            references,
+            choice=opts.choice,
+            tz=opts.tz,
+        ).collect()
+        if partial:  # month to date only: longer periods need earlier months
+            rows = rows.filter((pl.col("period") == "month") & (pl.col("time") >= start))
+        else:
+            rows = _whole_periods(rows, start, end, opts.tz)
+        result.written["intensity"] = write_frame(client, "intensity", rows)
+        if "intensity" in kept:
+            kept["intensity"].append(rows)
+    result.frames = {
+        name: pl.concat(parts, how="diagonal_relaxed") for name, parts in kept.items() if parts
+    }
     if say is not None:
         say(
-            f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC: {result.readings:,} readings, "
+            f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC: {result.readings:,} readings "
+            f"in {result.chunks} chunk(s), "
             + ", ".join(f"{n}={c:,}" for n, c in result.written.items())
         )
     return result
@@ -295,6 +444,8 @@ def default_options(
     references: References | None = None,
     choice: ReferenceChoice | None = None,
     chunk: timedelta = timedelta(days=1),
+    chunk_readings: int | None = DEFAULT_CHUNK_READINGS,
+    meter_windows: tuple[str, ...] = DEFAULT_METER_WINDOWS,
 ) -> Options:
     return Options(
         windows=windows,
@@ -302,4 +453,6 @@ def default_options(
         chunk=chunk,
         references=references or load_references(),
         choice=choice or ReferenceChoice(),
+        chunk_readings=chunk_readings,
+        meter_windows=meter_windows,
     )

@@ -27,17 +27,22 @@ from greenmon.aggregator.energy import (
 )
 from greenmon.aggregator.errors import AggregatorError
 from greenmon.aggregator.intensity import INTENSITY_FIELDS, INTENSITY_TAGS
-from greenmon.influx import InfluxClient
+from greenmon.influx import InfluxClient, quote_literal
 
 __all__ = [
     "MEASUREMENTS",
     "StoreError",
     "day_counts",
     "edge_readings",
+    "enterprise_filter",
     "read_readings",
+    "read_references",
     "reading_bounds",
+    "reference_points",
     "to_lines",
     "write_frame",
+    "write_lines",
+    "write_references",
 ]
 
 READINGS: Final = "meter_reading"
@@ -47,18 +52,25 @@ MEASUREMENTS: Final = {
     "energy": (ENERGY_TAGS, ENERGY_FIELDS),
     "intensity": (INTENSITY_TAGS, INTENSITY_FIELDS),
 }
-#: String fields: every stored figure names the reference rows it was computed with.
+#: String fields: every stored figure names the reference rows it was computed with (energy
+#: points by the label's compact id, resolved in the `REFERENCE` measurement).
 STRING_FIELDS: Final = {
-    "meter_energy": ("reference",),
-    "energy": ("reference",),
+    "meter_energy": ("reference_id",),
+    "energy": ("reference_id",),
     "intensity": ("reference", "reference_status"),
 }
+#: One point per reference id: tag ``id``, string field ``text`` (the full label), stamped
+#: with the local start of the year the label applies to.
+REFERENCE: Final = "reference"
+#: Lines per write request.
+WRITE_BATCH: Final = 20_000
 _TIME: Final = pl.Datetime("ms", "UTC")
 _READINGS_SCHEMA: Final = pl.Schema(
     [("meter", pl.String()), ("time", _TIME), ("value", pl.Float64())]
 )
 
 Progress = Callable[[int, int], None]
+_VALUE: Final = {"value": pl.Float64()}  # every column's type known: no inference pass
 
 
 class StoreError(AggregatorError):
@@ -77,27 +89,40 @@ def _readings_frame(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def enterprise_filter(enterprises: Sequence[str] | None) -> str:
+    """An InfluxQL condition (`` AND (...)``) selecting the ``enterprise`` tags given; ""
+    for None (all). Callers skip the query for an empty list."""
+    if not enterprises:
+        return ""
+    ors = " OR ".join(f'"enterprise" = {quote_literal(e)}' for e in enterprises)
+    return f" AND ({ors})"
+
+
 def read_readings(
     client: InfluxClient,
     start: datetime,
     end: datetime,
     *,
     chunk: timedelta = timedelta(days=1),
+    enterprises: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> pl.DataFrame:
-    """``meter, time, value`` of every reading with device time in [start, end), read one
-    `chunk` of time per query; rows in no particular order (the aggregator sorts)."""
-    if end <= start:
+    """``meter, time, value`` of every reading with device time in [start, end) (of the
+    meters of `enterprises`, when given), read one `chunk` of time per query; rows in no
+    particular order (the aggregator sorts)."""
+    if end <= start or (enterprises is not None and not enterprises):
         return pl.DataFrame(schema=_READINGS_SCHEMA)
     frames: list[pl.DataFrame] = []
     steps = max(1, -(-(end - start) // chunk))
+    which = enterprise_filter(enterprises)
     lo = start
     for i in range(steps):
         hi = min(end, lo + chunk)
         df = client.query(
             f'SELECT "value" FROM "{READINGS}" '
-            f'WHERE time >= {_ms(lo)}ms AND time < {_ms(hi)}ms GROUP BY "meter"',
+            f'WHERE time >= {_ms(lo)}ms AND time < {_ms(hi)}ms{which} GROUP BY "meter"',
             epoch="ms",
+            schema_overrides=_VALUE,
         )
         if df.height:
             frames.append(_readings_frame(df))
@@ -110,18 +135,27 @@ def read_readings(
 
 
 def edge_readings(
-    client: InfluxClient, start: datetime, end: datetime, *, per_meter: int = 2
+    client: InfluxClient,
+    start: datetime,
+    end: datetime,
+    *,
+    per_meter: int = 2,
+    enterprises: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Each meter's last `per_meter` readings before `start` and first after `end` (however
-    long ago or ahead): the intervals that cross the range's edges, and the neighbours the
-    spike rule needs, whatever the gaps."""
+    long ago or ahead; of the meters of `enterprises`, when given): the intervals that cross
+    the range's edges, and the neighbours the spike rule needs, whatever the gaps."""
+    if enterprises is not None and not enterprises:
+        return pl.DataFrame(schema=_READINGS_SCHEMA)
     frames = []
+    which = enterprise_filter(enterprises)
     for where, order in ((f"time < {_ms(start)}ms", " ORDER BY time DESC"),
                          (f"time >= {_ms(end)}ms", "")):  # fmt: skip
         df = client.query(
-            f'SELECT "value" FROM "{READINGS}" WHERE {where} GROUP BY "meter"{order} '
+            f'SELECT "value" FROM "{READINGS}" WHERE {where}{which} GROUP BY "meter"{order} '
             f"LIMIT {per_meter}",
             epoch="ms",
+            schema_overrides=_VALUE,
         )
         if df.height:
             frames.append(_readings_frame(df))
@@ -239,6 +273,17 @@ def to_lines(
     )
 
 
+def write_lines(client: InfluxClient, lines: pl.Series, batch: int = WRITE_BATCH) -> int:
+    """Write line protocol (`to_lines` output, ms timestamps) in requests of `batch` lines,
+    each joined into one UTF-8 body (no Python string per line); returns the lines written."""
+    written = 0
+    for offset in range(0, lines.len(), batch):
+        part = lines.slice(offset, batch)
+        body = part.str.join("\n").item().encode("utf-8")
+        written += client.write_body(body, part.len(), precision="ms")
+    return written
+
+
 def write_frame(
     client: InfluxClient,
     measurement: str,
@@ -255,7 +300,44 @@ def write_frame(
         f for f in (fields if fields is not None else default_fields) if f in frame.columns
     ]
     strings = [f for f in STRING_FIELDS.get(measurement, ()) if f in frame.columns]
-    lines = to_lines(frame, measurement, tag_list, field_list, strings)
-    if lines.is_empty():
-        return 0
-    return client.write(lines.to_list(), precision="ms")
+    return write_lines(client, to_lines(frame, measurement, tag_list, field_list, strings))
+
+
+def reference_points(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """The `REFERENCE` points of the labels `frame` carries (``reference``, ``reference_id``,
+    ``time``): one per id and local year, stamped with the year's local start."""
+    if frame.is_empty():
+        return pl.DataFrame(schema={"time": _TIME, "id": pl.String, "text": pl.String})
+    year = pl.col("time").dt.convert_time_zone(tz).dt.truncate("1y")
+    return (
+        frame.select(
+            year.dt.convert_time_zone("UTC").cast(_TIME).alias("time"),
+            pl.col("reference_id").alias("id"),
+            pl.col("reference").alias("text"),
+        )
+        .drop_nulls("id")
+        .unique(["time", "id"])
+        .with_columns(pl.col("id", "text").cast(pl.String))
+        .sort("time", "id")
+    )
+
+
+def write_references(client: InfluxClient, points: pl.DataFrame) -> int:
+    """Write `reference_points` output as the `REFERENCE` measurement."""
+    return write_lines(client, to_lines(points, REFERENCE, ["id"], [], ["text"]))
+
+
+def read_references(client: InfluxClient, ids: Iterable[str] | None = None) -> dict[str, str]:
+    """The full label of each reference id (all stored ids when `ids` is None)."""
+    wanted = sorted(set(ids)) if ids is not None else None
+    if wanted is not None and not wanted:
+        return {}
+    where = (
+        " WHERE " + " OR ".join(f'"id" = {quote_literal(i)}' for i in wanted)
+        if wanted is not None
+        else ""
+    )
+    df = client.query(f'SELECT last("text") AS "text" FROM "{REFERENCE}"{where} GROUP BY "id"')
+    if not df.height:
+        return {}
+    return dict(zip(df.get_column("id").to_list(), df.get_column("text").to_list(), strict=True))

@@ -76,6 +76,26 @@ class IngestSettings(BaseModel):
     stats_interval_s: float = Field(default=5.0, gt=0)
 
 
+class AggregateSettings(BaseModel):
+    """`[aggregate]` in the TOML file; env GREENMON_AGGREGATE__<KEY>."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Windows written per meter (``meter_energy``); ``energy`` always gets every window, so
+    #: per-meter 15-minute points (as many as the readings) are written only when listed.
+    meter_windows: tuple[str, ...] = ("1h", "1d", "1mo")
+    #: Readings one pass holds in memory: groups of whole enterprises are sized to it.
+    chunk_readings: int = Field(default=1_000_000, ge=1_000)
+
+    @field_validator("meter_windows")
+    @classmethod
+    def _windows(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [w for w in v if w not in ("15m", "1h", "1d", "1mo")]
+        if unknown:
+            raise ValueError(f"unknown window(s) {', '.join(unknown)}; use 15m, 1h, 1d, 1mo")
+        return v
+
+
 class Settings(BaseSettings):
     """Every setting greenmon's kernel knows; stage settings live in nested sections."""
 
@@ -112,6 +132,7 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
 
     ingest: IngestSettings = IngestSettings()
+    aggregate: AggregateSettings = AggregateSettings()
 
     @field_validator("mqtt_url")
     @classmethod

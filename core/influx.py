@@ -310,20 +310,25 @@ def _table_to_frame(
     if "time" in columns:
         overrides["time"] = pl.Int64
     if has_meta:
-        overrides[columns[0]] = pl.String
-        overrides[columns[1]] = pl.String
+        # series name and tags repeat on every row: parsed as categories (one string each),
+        # the tags expanded once per distinct series
+        overrides[columns[0]] = pl.Categorical
+        overrides[columns[1]] = pl.Categorical
     if schema_overrides:
         overrides.update({k: v for k, v in schema_overrides.items() if k in columns})
     df = pl.read_csv(
         io.BytesIO(table),
         new_columns=columns,
-        infer_schema_length=None,
+        # inferring reads every row: only when some column's type is not known
+        infer_schema_length=0 if all(c in overrides for c in columns) else None,
         schema_overrides=overrides,
     )
     if drop:
         df = df.drop(drop)
     if has_meta and "tags" in df.columns:
         df = _expand_tags(df)
+    if has_meta and "name" in df.columns and not (schema_overrides or {}).get("name"):
+        df = df.with_columns(pl.col("name").cast(pl.String))
     return df
 
 
@@ -332,8 +337,9 @@ def _expand_tags(df: pl.DataFrame) -> pl.DataFrame:
     series = df.select(pl.col("tags").unique()).filter(pl.col("tags").is_not_null())
     if series.height == 0:
         return df.drop("tags")
+    text = pl.col("tags").cast(pl.String)
     pairs = (
-        series.with_columns(pl.col("tags").str.extract_all(_TAG_PAIR).alias("_pair"))
+        series.with_columns(text.str.extract_all(_TAG_PAIR).alias("_pair"))
         .explode("_pair")
         .filter(pl.col("_pair").is_not_null())
         .with_columns(pl.col("_pair").str.extract_groups(_TAG_KEY_VALUE).alias("_kv"))

@@ -83,6 +83,8 @@ def test_precedence_applies_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ('timezone = "Mars/Olympus"', "timezone"),
         ("no_such_key = 1", "no_such_key"),
         ('mqtt_url = "mqtt://user:secret@host:1883"', "mqtt_url"),
+        ('[aggregate]\nmeter_windows = ["15m", "2h"]', "aggregate.meter_windows"),
+        ("[aggregate]\nchunk_readings = 10", "aggregate.chunk_readings"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:

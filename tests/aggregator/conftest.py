@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
+from greenmon.ingest.codec import decode
+from greenmon.lineprotocol import format_line
 from greenmon.registry import (
     ENTERPRISE_COLUMNS,
     METER_COLUMNS,
@@ -89,6 +91,20 @@ def _write(path: Path, header: Sequence[str], rows: Iterable[dict[str, object]])
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in header})
+
+
+def ingested_lines(
+    registry: Registry, messages: pl.DataFrame, now_ms: int = 1_900_000_000_000
+) -> list[tuple[int, str]]:
+    """(device ts ms, line) for every valid reading of simulated `messages`, decoded by the
+    ingestor's codec and formatted as the ingestor writes ``meter_reading``."""
+    out = []
+    for topic, payload in messages.select("topic", "payload").iter_rows():
+        for r in decode(topic, payload.encode(), registry, now_ms).readings:
+            tags = {"carrier": r.carrier, "enterprise": r.enterprise, "meter": r.meter}
+            line = format_line("meter_reading", tags, {"value": r.value}, r.ts_ns)
+            out.append((r.ts_ns // 1_000_000, line))
+    return out
 
 
 def readings(rows: Iterable[tuple[str, datetime, float]]) -> pl.LazyFrame:

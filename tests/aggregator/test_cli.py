@@ -3,6 +3,7 @@ input is a readable error (exit code 2), never a traceback."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +11,8 @@ import pytest
 
 from greenmon.aggregator.cli import parse_duration, parse_moment
 from greenmon.errors import ConfigError
+from greenmon.influx import InfluxClient
+from greenmon.lineprotocol import format_line
 from tests.ingest.support import GREENMON
 
 
@@ -73,3 +76,52 @@ def test_a_bad_range_is_a_message_not_a_traceback() -> None:
     assert res.returncode == 2, res.stderr
     assert "--to must be after --from" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("extra", "meter_windows"),
+    [([], {"1h", "1d"}), (["--meter-windows", "15m,1d"], {"15m", "1d"})],
+)
+def test_points_carry_reference_ids_and_per_meter_windows_follow_the_setting(
+    influx_url: str, database: str, extra: list[str], meter_windows: set[str]
+) -> None:
+    day = datetime(2025, 6, 1, 16, 0, tzinfo=UTC)  # 2025-06-02 local midnight
+    lines = [
+        format_line(
+            "meter_reading",
+            {"enterprise": "E0001", "meter": meter, "carrier": carrier},
+            {"value": 1000.0 + 10.0 * i},
+            int((day + i * timedelta(minutes=15)).timestamp() * 1e9),
+        )
+        for meter, carrier in (("E0001-EL-MAIN", "electricity"), ("E0001-NG-MAIN", "natural_gas"))
+        for i in range(97)
+    ]
+    with InfluxClient(influx_url, database) as client:
+        client.ensure_database()
+        client.write(lines)
+        try:
+            res = subprocess.run(
+                [
+                    GREENMON, "aggregate", "--registry", "tests/data/registry", "--influx-url",
+                    influx_url, "--database", database, "--from", "2025-06-02", "--to",
+                    "2025-06-03", "--windows", "15m,1h,1d", "--json", *extra,
+                ],
+                capture_output=True, text=True, timeout=120, check=True,
+            )  # fmt: skip
+            out = json.loads(res.stdout)
+            stored = client.query('SELECT "kgce", "reference_id" FROM "meter_energy" GROUP BY *')
+            energy = client.query('SELECT * FROM "energy" WHERE "window" = \'15m\'')
+            texts = client.query('SELECT "text" FROM "reference" GROUP BY "id"')
+        finally:
+            client.drop_database()
+    assert set(stored.get_column("window")) == meter_windows
+    assert energy.height == 96 * 3  # electricity, natural gas and the total, every quarter
+    # every point names its reference rows by id; the report and the reference measurement
+    # give each id's full text
+    ids = set(stored.get_column("reference_id")) | set(energy.get_column("reference_id"))
+    assert ids == set(out["reference_ids"]) == set(texts.get_column("id"))
+    assert all("energy_coefficients.csv" in text for text in out["reference_ids"].values())
+    assert "reference" not in stored.columns and "reference" not in energy.columns
+    assert out["written"]["reference"] == len(ids)
+    assert out["chunks"] == 1

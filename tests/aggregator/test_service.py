@@ -18,34 +18,18 @@ from polars.testing import assert_frame_equal
 from greenmon.aggregator.service import Follower, default_options, run_range
 from greenmon.deploy.local import LocalServices
 from greenmon.influx import InfluxClient
-from greenmon.ingest.codec import decode
-from greenmon.lineprotocol import format_line
 from greenmon.registry import Registry, load_registry
 from greenmon.simulators.faults import parse_faults
 from greenmon.simulators.fleet import generate_fleet, write_fleet
 from greenmon.simulators.runner import RunSpec, parse_start, plan_run
 from greenmon.simulators.truth import truth_frame
+from tests.aggregator.conftest import ingested_lines
 
 pytestmark = pytest.mark.integration
 
 DAY0 = datetime(2025, 6, 1, 16, 0, tzinfo=UTC)  # 2025-06-02 00:00 Asia/Shanghai
 DAY = timedelta(days=1)
-NOW_MS = 1_900_000_000_000
-
-
-def _lines(registry: Registry, messages: pl.DataFrame) -> list[tuple[int, str]]:
-    """(device ts ms, line) for every valid reading of `messages`, as the ingestor writes."""
-    out = []
-    for topic, payload in messages.select("topic", "payload").iter_rows():
-        for r in decode(topic, payload.encode(), registry, NOW_MS).readings:
-            tags = {"carrier": r.carrier, "enterprise": r.enterprise, "meter": r.meter}
-            out.append(
-                (
-                    r.ts_ns // 1_000_000,
-                    format_line("meter_reading", tags, {"value": r.value}, r.ts_ns),
-                )
-            )
-    return out
+ALL = ("meter_energy", "energy", "events", "intensity")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +42,8 @@ def world(
     registry = load_registry(root)
     spec = RunSpec(parse_start("2025-06-02", 900), 3, 900, 11, parse_faults("none"))
     planned = plan_run(fleet, spec)
-    return registry, truth_frame(fleet, planned.plan), _lines(registry, planned.plan.messages)
+    lines = ingested_lines(registry, planned.plan.messages)
+    return registry, truth_frame(fleet, planned.plan), lines
 
 
 @pytest.fixture
@@ -83,7 +68,7 @@ def test_batch_equals_truth_and_reruns_change_nothing(
     registry, truth, lines = world
     client.write([line for _, line in lines])
     opts = default_options()
-    first = run_range(client, registry, DAY0, DAY0 + 3 * DAY, opts)
+    first = run_range(client, registry, DAY0, DAY0 + 3 * DAY, opts, keep=ALL)
     assert first.readings == len(lines)
     # Per meter and local day, the computed quantity is the true consumption (no faults).
     expected = (
@@ -102,7 +87,7 @@ def test_batch_equals_truth_and_reruns_change_nothing(
     points = client.query('SELECT count("kgce") FROM "meter_energy"')["count"][0]
     assert points == first.written["meter_energy"]
 
-    again = run_range(client, registry, DAY0, DAY0 + 3 * DAY, opts)
+    again = run_range(client, registry, DAY0, DAY0 + 3 * DAY, opts, keep=ALL)
     for name, key in (("meter_energy", "meter"), ("energy", "carrier")):
         order = ["window", "enterprise", key, "time"]
         assert_frame_equal(again.frames[name].sort(order), first.frames[name].sort(order))
@@ -133,7 +118,7 @@ def test_follow_recomputes_the_day_late_data_changes(
     assert follower.recomputed_days == 4  # only the day the late data belongs to
 
     # What follow mode wrote equals a batch recompute from all the data.
-    batch = run_range(client, registry, DAY0, DAY0 + 2 * DAY, opts)
+    batch = run_range(client, registry, DAY0, DAY0 + 2 * DAY, opts, keep=ALL)
     stored = client.query(
         f'SELECT "quantity" FROM "meter_energy" WHERE "window" = \'1d\' AND '
         f'time < {int((DAY0 + 2 * DAY).timestamp() * 1000)}ms GROUP BY "meter"',
@@ -163,8 +148,8 @@ def test_a_range_after_a_long_gap_gets_its_share(
     ]  # fmt: skip
     client.write(kept)
     opts = default_options(windows=("1h", "1d"))
-    whole = run_range(client, registry, DAY0, DAY0 + 3 * DAY, opts)
-    last_day = run_range(client, registry, DAY0 + 2 * DAY, DAY0 + 3 * DAY, opts)
+    whole = run_range(client, registry, DAY0, DAY0 + 3 * DAY, opts, keep=ALL)
+    last_day = run_range(client, registry, DAY0 + 2 * DAY, DAY0 + 3 * DAY, opts, keep=ALL)
 
     def day3(result: object) -> pl.DataFrame:
         frame = result.frames["meter_energy"]  # type: ignore[attr-defined]

@@ -10,13 +10,17 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from greenmon.aggregator.reference import reference_id, with_reference_ids
 from greenmon.aggregator.store import (
     StoreError,
     day_counts,
     read_readings,
+    read_references,
     reading_bounds,
+    reference_points,
     to_lines,
     write_frame,
+    write_references,
 )
 from greenmon.influx import InfluxClient
 from greenmon.lineprotocol import LineProtocolError, format_line
@@ -146,20 +150,33 @@ def test_chunked_reads_get_every_reading_once(client: InfluxClient) -> None:
 
 
 @pytest.mark.integration
-def test_reference_is_stored_as_a_string_field(client: InfluxClient) -> None:
+def test_points_carry_a_reference_id_and_the_label_is_stored_once(client: InfluxClient) -> None:
     ref = (
         'energy_coefficients.csv:2 electricity 0.1229 "当量值" C:\\refs\\x (2020, verified)\nline 2'
     )
-    frame = pl.DataFrame(
-        {
-            "time": [T0], "enterprise": ["E1"], "carrier": ["total"], "county": ["崇川区"],
-            "industry": ["C3731"], "window": ["1d"], "kgce": [12.5], "reference": [ref],
-        }
+    frame = with_reference_ids(
+        pl.DataFrame(
+            {
+                "time": [T0, T0 + timedelta(days=1)], "enterprise": ["E1", "E1"],
+                "carrier": ["total"] * 2, "county": ["崇川区"] * 2, "industry": ["C3731"] * 2,
+                "window": ["1d"] * 2, "kgce": [12.5, 13.5], "reference": [ref] * 2,
+            }
+        )
     )  # fmt: skip
-    [line] = to_lines(frame, "energy", ["enterprise"], ["kgce"], ["reference"]).to_list()
+    # a string field is escaped exactly as the kernel's line protocol does it
+    line = to_lines(frame.head(1), "energy", ["enterprise"], ["kgce"], ["reference"])[0]
     expected = format_line("energy", {"enterprise": "E1"}, {"kgce": 12.5, "reference": ref}, 0)
     assert line.rsplit(" ", 1)[0] == expected.rsplit(" ", 1)[0]
-    assert write_frame(client, "energy", frame) == 1
-    back = client.query('SELECT "reference", "kgce" FROM "energy"')
-    assert back["reference"].to_list() == [ref]
-    assert back["kgce"].to_list() == [12.5]
+    # the points carry the id (a few bytes), not the label
+    assert write_frame(client, "energy", frame) == 2
+    back = client.query('SELECT * FROM "energy"')
+    assert back["reference_id"].to_list() == [reference_id(ref)] * 2
+    assert "reference" not in back.columns
+    assert back["kgce"].to_list() == [12.5, 13.5]
+    # the label once per id and year, retrievable by id
+    points = reference_points(frame, "Asia/Shanghai")
+    assert points.height == 1 and points["time"][0] == datetime(2024, 12, 31, 16, tzinfo=UTC)
+    assert write_references(client, points) == 1
+    assert read_references(client, [reference_id(ref)]) == {reference_id(ref): ref}
+    assert read_references(client) == {reference_id(ref): ref}
+    assert read_references(client, []) == {}
