@@ -106,8 +106,9 @@ class RangeResult:
         return now
 
     def totals(self) -> pl.DataFrame:
-        """Per enterprise over the range: kgce, tce, kgCO2, double-control kgce and the least
-        completeness, summed from the finest window computed."""
+        """Per enterprise over the range: kgce, tce, kgCO2 and double-control kgce, summed
+        from the finest window computed, and completeness: the share of the range its
+        windows cover (their completeness weighted by length; a window with no row counts 0)."""
         if not self._totals:
             return pl.DataFrame()
         return pl.concat(self._totals).sort("enterprise")
@@ -131,7 +132,12 @@ def _range_totals(energy: pl.DataFrame, start: datetime, end: datetime) -> pl.Da
             pl.col("kgce").sum(),
             pl.col("kgco2").sum(),
             pl.col("double_control_kgce").sum(),
-            pl.col("completeness").min(),
+            (
+                (pl.col("completeness") * (pl.col("end") - pl.col("time")).dt.total_milliseconds())
+                .sum()
+                .truediv((end - start).total_seconds() * 1000)
+                .clip(upper_bound=1.0)
+            ).alias("completeness"),
             pl.len().alias("windows"),
         )
         .with_columns((pl.col("kgce") / 1000).alias("tce"), pl.lit(finest).alias("window"))

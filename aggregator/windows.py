@@ -8,7 +8,14 @@ window (``15m``, ``1h``, ``1d``, ``1mo``) with
   that is not aligned) is spread over them in proportion to time, so energy across a gap is
   attributed, not lost, and sums over windows equal the sum of the intervals;
 - ``readings`` — distinct valid readings with device time in [window start, window end);
-- ``completeness`` — min(1, readings / (window length / the meter's interval_s)).
+- ``completeness`` — the share of the window that valid readings cover: a valid reading at t
+  that closes an interval [t0, t) covers [max(t0, t - the meter's interval_s), t), spread over
+  the windows it spans; completeness = min(1, covered time / window length). So a day whose
+  readings all arrived is 1 for every meter, however its readings fall on the window edges (a
+  reading at midnight closes the day before it) and whatever its nominal interval (an hourly
+  meter is not 0.25 complete in a quarter of an hour it covers); a meter silent 3 of 24 hours
+  is 0.875 for that day; a register's first reading (a baseline, closing no interval) and a
+  quarantined reading cover nothing; a reading after a gap covers only its nominal interval.
 
 Window starts: ``15m`` and ``1h`` are aligned in UTC (which is also local alignment for
 Asia/Shanghai and every zone with a whole-quarter-hour offset); ``1d`` and ``1mo`` follow the
@@ -187,45 +194,52 @@ def _pieces(base: pl.LazyFrame, bins: _Bins) -> pl.LazyFrame:
     ws = pl.col("ws")
     inside = pl.col("counted") & (t0 >= ws)
     on_edge = bins.next(ws) == t
+    c0 = pl.col("c0")
+    covers = c0.is_not_null() & (c0 >= ws)
     grouped = keyed.group_by("meter", "ws").agg(
         pl.col("q").filter(inside).sum().alias("quantity"),
         (pl.col("valid") & ~on_edge).sum().cast(pl.UInt32).alias("readings"),
         (pl.col("valid") & on_edge).sum().cast(pl.UInt32).alias("edge"),
-        (inside | ~on_edge).sum().cast(pl.UInt32).alias("touch"),
+        (inside | covers | ~on_edge).sum().cast(pl.UInt32).alias("touch"),
         on_edge.sum().cast(pl.UInt32).alias("edge_touch"),
+        (pl.col("t") - c0).filter(covers).sum().cast(pl.Int64).alias("covered"),
     )
-    spread = _spread(keyed.filter(pl.col("counted") & (t0 < ws)), bins)
+    spread = _spread(keyed.filter(pl.col("counted") & (t0 < ws)), bins, "t0")
+    cover = _spread(keyed.filter(c0 < ws), bins, "c0")
     edge = grouped.filter(pl.col("edge_touch") > 0).select(
         "meter",
         bins.next(ws).alias("ws"),
         pl.lit(0.0).alias("quantity"),
         pl.col("edge").alias("readings"),
         pl.col("edge_touch").alias("touch"),
+        pl.lit(0, pl.Int64).alias("covered"),
     )
-    return pl.concat([grouped.drop("edge", "edge_touch"), spread, edge], how="vertical")
+    return pl.concat([grouped.drop("edge", "edge_touch"), spread, cover, edge], how="vertical")
 
 
-def _spread(rows: pl.LazyFrame, bins: _Bins) -> pl.LazyFrame:
-    """Spread intervals ``t0, t, q`` over the windows they span, in proportion to time
-    (``ws`` = the window of the interval's last millisecond)."""
-    t, t0, ws = pl.col("t"), pl.col("t0"), pl.col("ws")
+def _spread(rows: pl.LazyFrame, bins: _Bins, start: str) -> pl.LazyFrame:
+    """Spread spans [`start`, t) over the windows they span (``ws`` = the window of the
+    span's last millisecond): for ``start="t0"`` the interval's quantity ``q`` in proportion
+    to time, for ``start="c0"`` the time a valid reading covers (``covered``, ms)."""
+    t, t0, ws = pl.col("t"), pl.col(start), pl.col("ws")
+    overlap = pl.min_horizontal(t, pl.col("we")) - pl.max_horizontal(t0, ws)
+    if start == "t0":
+        # the share of the interval inside the window (exact for whole minutes)
+        share = overlap.cast(pl.Float64) / (t - t0).cast(pl.Float64)
+        quantity, covered = pl.col("q") * share, pl.lit(0, pl.Int64)
+    else:
+        quantity, covered = pl.lit(0.0), overlap.cast(pl.Int64)
     return (
-        rows.select("meter", "t", "t0", "q", bins.starts(bins.start(t0), ws).alias("ws"))
+        rows.select("meter", "t", start, "q", bins.starts(bins.start(t0), ws).alias("ws"))
         .explode("ws")
         .with_columns(bins.next(ws).alias("we"))
-        .with_columns(
-            # the share of the interval inside the window (exact for whole minutes)
-            (
-                (pl.min_horizontal(t, pl.col("we")) - pl.max_horizontal(t0, ws)).cast(pl.Float64)
-                / (t - t0).cast(pl.Float64)
-            ).alias("share")
-        )
         .select(
             "meter",
             "ws",
-            (pl.col("q") * pl.col("share")).alias("quantity"),
+            quantity.alias("quantity"),
             pl.lit(0, pl.UInt32).alias("readings"),
             pl.lit(1, pl.UInt32).alias("touch"),
+            covered.alias("covered"),
         )
     )
 
@@ -256,6 +270,10 @@ def _pass(base: pl.LazyFrame, fast: _Fixed, since: int | None) -> tuple[pl.LazyF
     inside = counted & (t0 >= ws)
     on_edge = fast.next(ws) == t
     valid = pl.col("valid")
+    # the time a valid reading covers (`attribute`): here when it lies in the reading's window
+    c0 = pl.col("c0")
+    covers = (c0 >= ws).fill_null(False) & current
+    spans = (c0 < ws).fill_null(False) & current
     sums = (
         keyed.select(
             "key",
@@ -264,8 +282,9 @@ def _pass(base: pl.LazyFrame, fast: _Fixed, since: int | None) -> tuple[pl.LazyF
             pl.when(inside).then(pl.col("q")).otherwise(0.0).alias("quantity"),
             (valid & ~on_edge & current).alias("readings"),
             (valid & on_edge & current).alias("edge"),
-            ((inside | ~on_edge) & current).alias("touch"),
+            ((inside | covers | ~on_edge) & current).alias("touch"),
             (on_edge & current).alias("edge_touch"),
+            pl.when(covers).then(t - c0).otherwise(0).alias("covered"),
         )
         .set_sorted("key")
         .group_by("key")
@@ -274,15 +293,17 @@ def _pass(base: pl.LazyFrame, fast: _Fixed, since: int | None) -> tuple[pl.LazyF
             pl.col("ws").first(),
             pl.col("quantity").sum(),
             *(pl.col(c).sum().cast(pl.UInt32) for c in ("readings", "edge", "touch", "edge_touch")),
+            pl.col("covered").sum(),
         )
     )
-    slow = keyed.filter(old | (counted & (t0 < ws))).select(
+    slow = keyed.filter(old | (counted & (t0 < ws)) | spans).select(
         "meter",
         "t",
         "t0",
         "q",
         pl.col("counted"),
         (valid & old).alias("valid"),  # a spanning interval's reading was counted above
+        pl.when(old | spans).then(c0).alias("c0"),  # coverage not placed above
     )
     return sums, slow
 
@@ -299,8 +320,9 @@ def _contributions(
         pl.lit(0.0).alias("quantity"),
         pl.col("edge").alias("readings"),
         pl.col("edge_touch").alias("touch"),
+        pl.lit(0, pl.Int64).alias("covered"),
     )
-    main = sums.select("meter", "ws", "quantity", "readings", "touch")
+    main = sums.select("meter", "ws", "quantity", "readings", "touch", "covered")
     return pl.concat([main, edge, _pieces(slow, exact)], how="vertical")
 
 
@@ -312,6 +334,7 @@ def _sum(pieces: pl.LazyFrame) -> pl.LazyFrame:
             pl.col("quantity").sum(),
             pl.col("readings").sum().cast(pl.UInt32),
             pl.col("touch").sum().cast(pl.UInt32),
+            pl.col("covered").sum(),
         )
         .filter(pl.col("touch") > 0)
     )
@@ -348,13 +371,19 @@ def attribute(
     enum = meter_enum(meters)
     interval_ms = meters.sort("meter_id").get_column("interval_s").cast(pl.Int64) * 1000
 
+    t, t0 = pl.col("time").dt.epoch("ms"), pl.col("start").dt.epoch("ms")
+    interval = pl.lit(interval_ms).gather(pl.col("meter").cast(enum).to_physical())
     base = classified.select(
         pl.col("meter").cast(enum),
-        pl.col("time").dt.epoch("ms").alias("t"),
-        pl.col("start").dt.epoch("ms").alias("t0"),
+        t.alias("t"),
+        t0.alias("t0"),
         pl.col("quantity").alias("q"),
         pl.col("counted") & pl.col("start").is_not_null(),
         "valid",
+        # c0: the start of the time a valid reading covers, [c0, t) (null: covers nothing)
+        pl.when(pl.col("valid") & t0.is_not_null())
+        .then(pl.max_horizontal(t0, t - interval))
+        .alias("c0"),
     )
     # One pass over the readings per base: 15m, 1h, local days (months are summed from days).
     # The passes are evaluated here, together, so the classification upstream runs once; what
@@ -389,7 +418,7 @@ def attribute(
         else:
             bins = _Calendar(tz, "1mo")
             rows = _sum(summed["1d"].with_columns(bins.start(pl.col("ws")).alias("ws")))
-        frames.append(_finish(rows, bins, window, interval_ms))
+        frames.append(_finish(rows, bins, window))
     if not frames:
         return pl.LazyFrame(schema=WINDOW_SCHEMA)
     out = pl.concat(frames)
@@ -400,14 +429,11 @@ def attribute(
     return out
 
 
-def _finish(summed: pl.LazyFrame, bins: _Bins, window: str, interval_ms: pl.Series) -> pl.LazyFrame:
+def _finish(summed: pl.LazyFrame, bins: _Bins, window: str) -> pl.LazyFrame:
     ws = pl.col("ws")
     end = bins.next(ws)
-    interval = pl.lit(interval_ms).gather(pl.col("meter").to_physical())
-    # readings / (window length / interval), as one division of integers
-    ratio = (pl.col("readings").cast(pl.Int64) * interval).cast(pl.Float64) / (end - ws).cast(
-        pl.Float64
-    )
+    # covered time / window length, as one division of integers
+    ratio = pl.col("covered").cast(pl.Float64) / (end - ws).cast(pl.Float64)
     return summed.select(
         pl.col("meter").cast(pl.String),
         pl.lit(window).alias("window"),

@@ -174,9 +174,10 @@ def test_completeness_follows_what_was_delivered(
 ) -> None:
     _, truth, out = case
     hours = out["meter_energy"].filter(pl.col("window") == "1h")
-    # Hours in which a meter's readings were lost for good (sent = false). A reading counts
-    # towards the window holding its device timestamp (true end + the gateway's skew).
-    device_ts = pl.col("end") + pl.duration(milliseconds=pl.col("skew_ms"))
+    # Hours in which a meter's readings were lost for good (sent = false). A reading covers
+    # the quarter of an hour it closes, in device time (true end + the gateway's skew): the
+    # hour holding that quarter's last millisecond misses it.
+    device_ts = pl.col("end") + pl.duration(milliseconds=pl.col("skew_ms") - 1)
     lost = (
         truth.filter(~pl.col("sent") & _has("gap_lost"))
         .select("meter_id", device_ts.dt.truncate("1h").alias("time"))
@@ -186,16 +187,38 @@ def test_completeness_follows_what_was_delivered(
     in_lost = got.join(lost, on=["meter_id", "time"], how="semi")
     assert in_lost.height > 0
     assert (in_lost["completeness"] < 1.0).all()
-    # Meters of gateways with no gap, no skew: every full hour inside the run is complete.
-    # A quarantined spike reading is not valid data: its hour lacks one of four readings.
-    spike_hours = truth.filter(_has("spike") & pl.col("sent")).select(
-        "meter_id", pl.col("sent_ts").dt.truncate("1h").alias("time")
+    # A quarantined spike reading is not valid data: the quarter of an hour it closes (in
+    # device time, [sent_ts - 15 min, sent_ts)) is missing from the hour(s) it overlaps.
+    quarter = pl.duration(minutes=15)
+    spikes = truth.filter(_has("spike") & pl.col("sent")).select(
+        "meter_id",
+        pl.col("sent_ts").alias("d"),
+        (pl.col("sent_ts") - pl.duration(milliseconds=1)).dt.truncate("1h").alias("h"),
     )
-    spiked = got.join(spike_hours, on=["meter_id", "time"], how="semi")
-    assert spiked.height > 0 and (spiked["completeness"] == 0.75).all(), spiked
+    pieces = pl.concat(
+        [
+            spikes.select(
+                "meter_id",
+                pl.col("h").alias("time"),
+                (pl.col("d") - pl.max_horizontal(pl.col("d") - quarter, pl.col("h"))).alias(
+                    "missing"
+                ),
+            ),
+            spikes.filter(pl.col("d") - quarter < pl.col("h")).select(
+                "meter_id",
+                (pl.col("h") - pl.duration(hours=1)).alias("time"),
+                (pl.col("h") - (pl.col("d") - quarter)).alias("missing"),
+            ),
+        ]
+    )
+    expected = pieces.group_by("meter_id", "time").agg(
+        (1 - pl.col("missing").sum().dt.total_milliseconds() / 3_600_000).alias("expected")
+    )
+    spiked = got.join(expected, on=["meter_id", "time"], how="inner")
+    assert spiked.height == expected.height > 0
+    assert (spiked["completeness"] - spiked["expected"]).abs().max() < 1e-12, spiked
     # Meters whose gateway delivered everything on time (no gap, no skew, no spike): every
-    # hour inside the run is complete (but the first: an interval meter's first reading closes
-    # the first quarter of an hour, at 00:15).
+    # hour inside the run is complete.
     clean = truth.group_by("meter_id").agg(
         (~(_has("gap_lost") | _has("gap_catchup") | _has("clock_skew") | _has("spike")))
         .all()
@@ -203,7 +226,47 @@ def test_completeness_follows_what_was_delivered(
     )
     first, last = truth["end"].min(), truth["end"].max()
     inner = got.join(clean.filter("clean"), on="meter_id", how="semi").filter(
-        (pl.col("time") > first) & (pl.col("time") < last - pl.duration(hours=1))
+        (pl.col("time") >= first - pl.duration(minutes=15))
+        & (pl.col("time") < last - pl.duration(hours=1))
     )
     assert inner.height > 0
     assert (inner["completeness"] == 1.0).all(), inner.filter(pl.col("completeness") < 1)
+
+
+def test_a_fault_free_simulated_day_is_complete_for_every_enterprise(tmp_path: Path) -> None:
+    """The issue-10 scenario: a fleet of 20 (seed 11: PV interval meters, hourly raw-material
+    gas), one fault-free day at 15 minutes. Every enterprise, carrier and meter is 1.00 in
+    every window, and so is the summary `greenmon aggregate` prints."""
+    from datetime import UTC, datetime, timedelta
+
+    from greenmon.aggregator.service import _range_totals
+
+    fleet = generate_fleet(20, 11)
+    write_fleet(fleet, tmp_path)
+    registry = load_registry(tmp_path)
+    assert (registry.meters.get_column("interval_s") > 900).any()  # an hourly meter is there
+    planned = plan_run(
+        fleet, RunSpec(parse_start("2025-06-02", 900), 1, 900, 11, parse_faults("none"))
+    )
+    rows = []
+    for topic, payload in planned.plan.messages.select("topic", "payload").iter_rows():
+        for r in decode(topic, payload.encode(), registry, NOW_MS).readings:
+            rows.append((r.meter, r.ts_ns // 1_000_000, r.value))
+    readings = pl.DataFrame(
+        rows, schema={"meter": pl.String, "t": pl.Int64, "value": pl.Float64}, orient="row"
+    ).select("meter", pl.col("t").cast(TIME).alias("time"), "value")
+    start = datetime(2025, 6, 1, 16, tzinfo=UTC)  # 2025-06-02 00:00 in Nantong
+    end = start + timedelta(days=1)
+    out = aggregate(
+        readings.lazy(), registry, windows=("15m", "1h", "1d"), since=start, until=end
+    ).collect("meter_energy", "energy")
+    for name in ("meter_energy", "energy"):
+        frame = out[name]
+        assert frame.height > 0
+        assert frame.filter(pl.col("completeness") != 1.0).is_empty(), frame.filter(
+            pl.col("completeness") != 1.0
+        )
+    days = out["energy"].filter((pl.col("window") == "1d") & (pl.col("carrier") == "total"))
+    assert days.height == 20
+    totals = _range_totals(out["energy"], start, end)  # what `aggregate` prints
+    assert totals.height == 20 and totals.get_column("completeness").to_list() == [1.0] * 20

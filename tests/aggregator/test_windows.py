@@ -46,12 +46,13 @@ def test_a_reading_on_a_window_start_closes_the_window_before(registry_factory) 
     start = _utc(2025, 3, 10, 1, 0)
     out = _windows(series("M", start, [0, 4, 8, 12, 16]), reg, ["1h"])
     # readings 01:00 .. 02:00: the energy of [01:00, 02:00) is the hour of 01:00; the reading
-    # at 02:00 belongs to the next hour (which has no energy yet)
+    # at 02:00 lies in the next hour (which has no energy yet)
     assert out.select("time", "quantity", "readings").rows() == [
         (_utc(2025, 3, 10, 1), 16.0, 4),
         (_utc(2025, 3, 10, 2), 0.0, 1),
     ]
-    assert out.get_column("completeness").to_list() == [1.0, 0.25]
+    # the readings 01:15 .. 02:00 cover the hour of 01:00; nothing covers any of 02:00 yet
+    assert out.get_column("completeness").to_list() == [1.0, 0.0]
 
 
 def test_local_days_in_shanghai_and_an_interval_across_midnight(registry_factory) -> None:
@@ -73,10 +74,12 @@ def test_a_gap_is_attributed_to_every_day_it_spans(registry_factory) -> None:
     out = _windows(rows, reg, ["1d"])
     assert out.get_column("quantity").to_list() == pytest.approx([120, 240, 240, 120], rel=1e-12)
     assert out.get_column("readings").to_list() == [1, 0, 0, 1]
-    assert out.get_column("completeness").to_list() == [1 / 96, 0.0, 0.0, 1 / 96]
+    # the first reading is a baseline (it closes no interval); the one after the gap vouches
+    # for its own quarter of an hour only
+    assert out.get_column("completeness").to_list() == [0.0, 0.0, 0.0, 1 / 96]
 
 
-def test_completeness_counts_valid_readings_against_the_meters_interval(registry_factory) -> None:
+def test_completeness_is_the_share_of_the_window_valid_readings_cover(registry_factory) -> None:
     reg = registry_factory(
         [meter("A"), meter("H", kind="interval", interval_s=3600, role="generation")]
     )
@@ -88,9 +91,11 @@ def test_completeness_counts_valid_readings_against_the_meters_interval(registry
     h = series("H", day + timedelta(hours=1), [1.0] * 24, timedelta(hours=1))
     out = _windows(a + h, reg, ["1d"]).filter(pl.col("time") == day.astimezone(UTC))
     assert dict(out.select("meter", "readings").rows()) == {"A": 96 - 10 - 1, "H": 23}
+    # A: 96 quarters, less the 10 lost and the spike's; H: its readings 01:00 .. 24:00 cover the
+    # whole day (the one at midnight lies in the next day but closes this day's last hour)
     assert dict(out.select("meter", "completeness").rows()) == {
         "A": pytest.approx(85 / 96),
-        "H": pytest.approx(23 / 24),
+        "H": 1.0,
     }
     # the energy over the lost readings and around the spike is all there
     assert dict(out.select("meter", "quantity").rows()) == {"A": 96.0, "H": 24.0}
@@ -108,10 +113,51 @@ def test_months_are_the_sum_of_local_days(registry_factory) -> None:
         (_utc(2025, 1, 31, 16), _utc(2025, 2, 28, 16), 72.0, 73),
     ]
     assert days.get_column("quantity").sum() == months.get_column("quantity").sum()
+    # hourly readings from Jan 30 00:00 (a baseline) to Feb 4 00:00 cover 48 h of January
+    # and 72 h of February
     assert months.get_column("completeness").to_list() == [
         pytest.approx(48 / (31 * 24)),
-        pytest.approx(73 / (28 * 24)),
+        pytest.approx(72 / (28 * 24)),
     ]
+
+
+def test_a_complete_day_is_complete_in_every_window(registry_factory) -> None:
+    reg = registry_factory(
+        [
+            meter("R"),  # register read every 15 minutes, 00:00 .. 24:00
+            meter("Q", kind="interval", role="generation"),  # 15-minute intervals, 00:15 .. 24:00
+            meter("H", kind="interval", interval_s=3600, carrier="natural_gas", unit="m3"),
+        ]
+    )
+    day = local(2025, 6, 2)
+    rows = series("R", day, [float(i) for i in range(97)])
+    rows += series("Q", day + Q, [1.0] * 96)
+    rows += series("H", day + 4 * Q, [4.0] * 24, timedelta(hours=1))
+    out = _windows(rows, reg, ["15m", "1h", "1d"], since=day, until=day + timedelta(days=1))
+    assert out.height == 3 * (96 + 24 + 1)
+    # an hourly meter is not judged incomplete by a quarter of an hour it covers
+    assert out.filter(pl.col("completeness") != 1.0).is_empty(), out.filter(
+        pl.col("completeness") != 1.0
+    )
+
+
+def test_a_meter_silent_3_of_24_hours_is_0_875_complete_that_day(registry_factory) -> None:
+    reg = registry_factory([meter("R"), meter("H", kind="interval", interval_s=3600)])
+    day = local(2025, 6, 2)
+    r = series("R", day, [float(i) for i in range(97)])
+    del r[33:45]  # the readings 08:15 .. 11:00 lost: [08:00, 11:00) uncovered
+    h = series("H", day + 4 * Q, [1.0] * 24, timedelta(hours=1))
+    del h[8:11]  # the readings 09:00 .. 11:00 lost: [08:00, 11:00) uncovered
+    out = _windows(r + h, reg, ["1h", "1d"], since=day, until=day + timedelta(days=1))
+    days = out.filter(pl.col("window") == "1d")
+    assert dict(days.select("meter", "completeness").rows()) == {"R": 0.875, "H": 0.875}
+    hours = out.filter(pl.col("window") == "1h").sort("meter", "time")
+    silent = [(day + timedelta(hours=h)).astimezone(UTC) for h in (8, 9, 10)]
+    for name in ("R", "H"):
+        got = hours.filter(pl.col("meter") == name)
+        zero = got.filter(pl.col("completeness") == 0.0).get_column("time").to_list()
+        assert zero == silent, name
+        assert got.filter(~pl.col("time").is_in(silent))["completeness"].to_list() == [1.0] * 21
 
 
 def test_a_day_of_23_hours_under_dst(registry_factory) -> None:
