@@ -91,7 +91,13 @@ def test_ingest_over_tls_with_passwords(tmp_path: Path, database: str) -> None:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        time.sleep(1.5)
+        # until the broker confirmed the subscription: a fixed sleep loses the message
+        # on a loaded machine, where starting the ingestor alone can take seconds
+        deadline = time.monotonic() + 60
+        while b"subscribed to" not in log.read_bytes():
+            assert ingest.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
 
         port = int(state["mqtt_url"].rsplit(":", 1)[1])
         gw = paho.Client(CallbackAPIVersion.VERSION2, client_id="E0001.gw-01", protocol=paho.MQTTv5)
