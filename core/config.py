@@ -69,6 +69,7 @@ class IngestSettings(BaseModel):
     spool_dir: Path | None = None
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     dead_letter_file: Path | None = None
+    dead_letter_max_bytes: int = Field(default=64 << 20, ge=1 << 10)  # then rotated
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)
     max_readings_per_message: int = Field(default=5000, ge=1)
     max_future_skew_s: float = Field(default=300.0, ge=0)

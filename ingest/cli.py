@@ -1,4 +1,5 @@
-"""`greenmon ingest`: run the MQTT -> InfluxDB ingestor until SIGTERM/SIGINT."""
+"""`greenmon ingest`: run the MQTT -> InfluxDB ingestor until SIGTERM/SIGINT; its dead-letter
+commands (`ingest replay`, `ingest dead-letters`) live in `greenmon.ingest.deadletter_cli`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def _override_ingest(settings: Settings, flags: dict[str, Any]) -> Settings:
 
 
 def ingest(
+    ctx: typer.Context,
     settings: Settings,
     shared_group: Annotated[
         str | None,
@@ -65,11 +67,16 @@ def ingest(
     (`kill -HUP PID`): validated first, a bad edit is refused with every problem logged and
     the registry in use stays. Each message is decoded against one registry or the other.
 
+    Dead letters: `greenmon ingest dead-letters` summarises them, `greenmon ingest replay`
+    writes those that pass against today's registry (see their --help).
+
     Example, in a clone of the repository: `greenmon services up`, then
     `greenmon ingest --registry tests/data/registry`. With a simulated fleet:
     `greenmon simulate fleet -n 50 --seed 7 --out fleet/`, then
     `greenmon ingest --registry fleet/`.
     """
+    if ctx.invoked_subcommand is not None:
+        return  # `ingest replay` / `ingest dead-letters`: the subcommand does the work
     from greenmon.ingest.service import Ingestor, ingest_paths
 
     # On a terminal, Rich; into a file or a journal, one plain line per record (greppable).
@@ -224,7 +231,13 @@ def _fmt(value: object) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ingest")(service_options(ingest))
+    from greenmon.ingest.deadletter_cli import dead_letters_cmd, replay_cmd
+
+    ingest_app = typer.Typer(invoke_without_command=True, rich_markup_mode="markdown")
+    ingest_app.callback()(service_options(ingest))
+    ingest_app.command("replay")(service_options(replay_cmd))
+    ingest_app.command("dead-letters")(service_options(dead_letters_cmd))
+    app.add_typer(ingest_app, name="ingest")
 
 
 def register_bench(bench: typer.Typer) -> None:

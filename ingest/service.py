@@ -69,7 +69,7 @@ class Ingestor:
             log.warning(
                 "spool holds %d records from an earlier run: replaying", self.spool.depth_records
             )
-        self.dead_letters = DeadLetterSink(dead_file)
+        self.dead_letters = DeadLetterSink(dead_file, max_bytes=ing.dead_letter_max_bytes)
         self.consumer = MqttConsumer(settings, self._on_message)
         self.consumer.on_state = lambda up: self.metrics.connected.set(1 if up else 0)
         self.pipeline = Pipeline(

@@ -53,13 +53,14 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = ROOT / "tests" / "data" / "registry"
 
-# Command paths (and, when it matters, an option) of examples that run until stopped.
+# Command paths (and, when it matters, an option) of examples that run until stopped (the
+# path exactly: `ingest` runs until stopped, `ingest replay` does not).
 RUNS_UNTIL_STOPPED: tuple[tuple[str, ...], ...] = (
     ("ingest",),
     ("aggregate", "--follow"),
     ("alerts", "watch"),
 )
-SLOW: tuple[tuple[str, ...], ...] = (("bench",), ("demo",))
+SLOW: tuple[tuple[str, ...], ...] = (("bench",), ("demo",))  # and everything under them
 RUN_SLOW = os.environ.get("GREENMON_SLOW_EXAMPLES") == "1"
 STARTUP_S = 6.0  # a command that runs until stopped must still run after this long
 BATCH_TIMEOUT_S = 240.0
@@ -107,11 +108,16 @@ def parse(argv: list[str]) -> tuple[str, ...]:
     return tuple(path)
 
 
-def _matches(argv: list[str], path: tuple[str, ...], table: tuple[tuple[str, ...], ...]) -> bool:
+def _matches(
+    argv: list[str], path: tuple[str, ...], table: tuple[tuple[str, ...], ...], *, prefix: bool
+) -> bool:
+    """Whether the example is in `table`: its command path is an entry's (or, with `prefix`,
+    starts with it) and it has the entry's options."""
     for entry in table:
         names = tuple(e for e in entry if not e.startswith("-"))
         options = [e for e in entry if e.startswith("-")]
-        if path[: len(names)] == names and all(o in argv for o in options):
+        same = path[: len(names)] == names if prefix else path == names
+        if same and all(o in argv for o in options):
             return True
     return False
 
@@ -139,7 +145,7 @@ def run_example(line: str, cwd: Path, log: Path) -> None:
         pytest.fail(f"`{line}` does not parse: {exc.format_message()}")
     finally:
         os.chdir(old)
-    if _matches(argv, path, SLOW) and not RUN_SLOW:
+    if _matches(argv, path, SLOW, prefix=True) and not RUN_SLOW:
         return
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -151,7 +157,7 @@ def run_example(line: str, cwd: Path, log: Path) -> None:
             stdin=subprocess.DEVNULL,
         )
         try:
-            if _matches(argv, path, RUNS_UNTIL_STOPPED):
+            if _matches(argv, path, RUNS_UNTIL_STOPPED, prefix=False):
                 try:
                     proc.wait(timeout=STARTUP_S)
                 except subprocess.TimeoutExpired:

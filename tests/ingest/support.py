@@ -29,6 +29,7 @@ class IngestProc:
     args: list[str]
     runtime: Path
     proc: subprocess.Popen[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     log: Path = field(init=False)
     _log_from: int = field(init=False, default=0)
 
@@ -44,7 +45,7 @@ class IngestProc:
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ},
+            env={**os.environ, **self.env},
         )
         out.close()
         return self
