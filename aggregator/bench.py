@@ -51,7 +51,7 @@ from greenmon.aggregator.reference import (
     meter_factors,
 )
 from greenmon.aggregator.windows import attribute
-from greenmon.registry import Registry, load_registry
+from greenmon.registry import Registry, load_registry, rollover_modulus
 
 __all__ = ["BenchData", "BenchResult", "generate", "register_bench", "run_bench"]
 
@@ -76,6 +76,8 @@ _SLOTS: Final = (
     ("ST", "steam", "t", "register", "boundary", False, 999_999.9),
     ("HT", "heat", "GJ", "register", "boundary", False, 999_999.0),
 )
+#: Slots whose registers start close below their rollover and wrap (heat; MWh with decimals).
+_WRAPPING: Final = (1, 9)
 # mean consumption per 15 minutes in the native unit, per slot
 _MEAN: Final = (120.0, 0.05, 30.0, 20.0, 8.0, 15.0, 40.0, 10.0, 0.6, 1.5)
 _COUNTIES: Final = ("崇川区", "通州区", "海门区", "如皋市", "海安市", "如东县", "启东市")
@@ -127,18 +129,30 @@ def generate(
 
     interval = np.asarray([_SLOTS[s][3] == "interval" for s in slot])
     rollover = np.asarray([_SLOTS[s][6] if _SLOTS[s][6] is not None else np.nan for s in slot])
+    # what a wrap adds, by the registry's rule (999999.999 MWh shows thousandths: 1000000)
+    modulus = np.asarray(
+        [
+            rollover_modulus(repr(_SLOTS[s][6])) if _SLOTS[s][6] is not None else np.nan
+            for s in range(len(_SLOTS))
+        ]
+    )[slot]
     raw = consumption / multiplier[:, None]  # register units
     total = raw.sum(axis=1)
     start = rng.uniform(0.0, 0.3, m_count) * rollover
-    wraps = slot == 9  # heat meters start close to their rollover and wrap mid-year
-    start[wraps] = rollover[wraps] + 1 - total[wraps] * rng.uniform(0.2, 0.8, int(wraps.sum()))
+    # heat meters (whole GJ) and medium-voltage meters (MWh with three decimals) start close
+    # to their rollover and wrap mid-range
+    wraps = np.isin(slot, _WRAPPING)
+    start[wraps] = modulus[wraps] - total[wraps] * rng.uniform(0.2, 0.8, int(wraps.sum()))
     values = np.cumsum(raw, axis=1) + start[:, None]
     registers = ~interval
-    over = registers & (values.max(axis=1) > rollover)
-    values[over] = np.mod(values[over], rollover[over, None] + 1)
+    over = registers & (values.max(axis=1) >= modulus)
+    values[over] = np.mod(values[over], modulus[over, None])
     values[interval] = raw[interval]
 
-    faults = {"rollover_meters": int(over.sum())}
+    faults = {
+        "rollover_meters": int(over.sum()),
+        "decimal_rollover_meters": int((over & (rollover != np.floor(rollover))).sum()),
+    }
 
     # gaps: readings missing (the energy continues, the next reading covers it)
     keep = np.ones((m_count, n), dtype=bool)
@@ -150,8 +164,8 @@ def generate(
     faults["gap_readings"] = int((~keep).sum())
 
     # meter replacements: the new register starts from zero and covers its first interval
-    # (heat meters, which wrap, are left alone so that a wrap and a reset never meet)
-    candidates = np.flatnonzero(registers & (slot != 9))
+    # (meters that wrap are left alone so that a wrap and a reset never meet)
+    candidates = np.flatnonzero(registers & ~np.isin(slot, _WRAPPING))
     reset_meters = rng.choice(candidates, max(1, m_count // 100), replace=False)
     for m in reset_meters:
         # replaced between two readings that arrive (inside a gap, what the old meter counted
@@ -363,7 +377,7 @@ def _meter_inputs(data: BenchData) -> pl.DataFrame:
             "carrier",
             (pl.col("kind") == "interval").alias("is_interval"),
             pl.col("multiplier").alias("mult"),
-            "rollover",
+            pl.col("rollover_modulus").alias("modulus"),
             (pl.col("interval_s") * 1000).alias("interval_ms"),
             limit.alias("reg_limit"),
             pl.col("role")
@@ -409,13 +423,13 @@ u AS (      -- one row per (meter, time); the bench's duplicate copies carry ide
     FROM readings WHERE isfinite(value) GROUP BY meter, t
 ),
 s AS (
-    SELECT u.meter, u.t, u.v, m.is_interval, m.mult, m.rollover, m.interval_ms, m.reg_limit,
+    SELECT u.meter, u.t, u.v, m.is_interval, m.mult, m.modulus, m.interval_ms, m.reg_limit,
            lag(u.v) OVER w AS vp, lead(u.v) OVER w AS vn
     FROM u JOIN meters m USING (meter)
     WINDOW w AS (PARTITION BY u.meter ORDER BY u.t)
 ),
 k AS (      -- drop register readings that stick out while their neighbours agree
-    SELECT meter, t, v, is_interval, mult, rollover, interval_ms, reg_limit,
+    SELECT meter, t, v, is_interval, mult, modulus, interval_ms, reg_limit,
            lag(t) OVER w AS pt, lag(v) OVER w AS pv
     FROM s
     WHERE NOT coalesce(NOT is_interval AND vn >= vp AND (v > vn OR v < vp), false)
@@ -450,10 +464,10 @@ c AS (
             WHEN v >= pv THEN CASE
                 WHEN lim IS NOT NULL AND v - pv > lim * greatest(t - pt, interval_ms) THEN NULL
                 ELSE v - pv END
-            WHEN rollover IS NOT NULL AND v - pv + rollover + 1 >= 0 AND (CASE
-                WHEN lim IS NULL THEN pv >= (rollover + 1) * 0.9 AND v <= (rollover + 1) * 0.1
-                ELSE v - pv + rollover + 1 <= lim * greatest(t - pt, interval_ms) END)
-                THEN v - pv + rollover + 1
+            WHEN modulus IS NOT NULL AND v - pv + modulus >= 0 AND (CASE
+                WHEN lim IS NULL THEN pv >= modulus * 0.9 AND v <= modulus * 0.1
+                ELSE v - pv + modulus <= lim * greatest(t - pt, interval_ms) END)
+                THEN v - pv + modulus
             WHEN v >= 0 AND (lim IS NULL OR v <= lim * greatest(t - pt, interval_ms)) THEN v
             ELSE NULL END AS q
     FROM l
@@ -559,7 +573,7 @@ def run_pandas(data: BenchData, frame: Any) -> tuple[pl.DataFrame, pl.DataFrame]
     attr = {
         "is_interval": by_code["is_interval"].to_numpy(dtype=bool),
         "mult": by_code["mult"].to_numpy(dtype=float),
-        "rollover": by_code["rollover"].to_numpy(dtype=float, na_value=np.nan),
+        "modulus": by_code["modulus"].to_numpy(dtype=float, na_value=np.nan),
         "interval_ms": by_code["interval_ms"].to_numpy(dtype=float),
         "reg_limit": by_code["reg_limit"].to_numpy(dtype=float, na_value=np.nan),
     }
@@ -602,21 +616,17 @@ def run_pandas(data: BenchData, frame: Any) -> tuple[pl.DataFrame, pl.DataFrame]
         np.isnan(reg_limit), robust.to_numpy(dtype=float, na_value=np.nan)[code], reg_limit
     )
     lim = limit / mult / 3_600_000.0
-    rollover = attr["rollover"][code]
+    modulus = attr["modulus"][code]
     del limit, reg_limit
     has_lim = ~np.isnan(lim)
     with np.errstate(invalid="ignore"):
         maxd = lim * np.maximum(t - pt, interval_ms)
         d = v - pv
-        wrapped = d + rollover + 1
+        wrapped = d + modulus
         wrap = (
-            ~np.isnan(rollover)
+            ~np.isnan(modulus)
             & (wrapped >= 0)
-            & np.where(
-                has_lim,
-                wrapped <= maxd,
-                (pv >= (rollover + 1) * 0.9) & (v <= (rollover + 1) * 0.1),
-            )
+            & np.where(has_lim, wrapped <= maxd, (pv >= modulus * 0.9) & (v <= modulus * 0.1))
         )
         interval_ok = (v >= 0) & ~(has_lim & (v > lim * np.maximum(t - start_int, interval_ms)))
         q = (
@@ -633,7 +643,7 @@ def run_pandas(data: BenchData, frame: Any) -> tuple[pl.DataFrame, pl.DataFrame]
             )
             * mult
         )
-    del maxd, d, wrapped, wrap, interval_ok, lim, rollover, mult, pv
+    del maxd, d, wrapped, wrap, interval_ok, lim, modulus, mult, pv
     t0 = np.where(is_interval, start_int, pt)
     keep = ~np.isnan(q) & ~np.isnan(t0)
     names = by_code.index.to_numpy()

@@ -102,7 +102,8 @@ def aggregate_cmd(
         Path | None,
         typer.Option(
             help="Directory with your energy_coefficients.csv / emission_factors.csv / "
-            "intensity_references.csv: their rows override the packaged ones.",
+            "intensity_references.csv / volume_conditions.csv: their rows override the "
+            "packaged ones.",
             file_okay=False,
             exists=True,
         ),

@@ -44,9 +44,12 @@ Rules (`ConsumptionRules` holds the tunable numbers; defaults in brackets):
   return (no later reading brings it back) is quarantined: the delta is not summed and the
   reading becomes the new baseline. The last reading in the frame can only be a jump; when its
   successor arrives and the range is recomputed it may turn out to be a spike.
-- **Rollover.** A drop where the wrapped delta ``value + rollover + 1 - previous`` is at least 0
+- **Rollover.** A drop where the wrapped delta ``value + modulus - previous`` is at least 0
   and plausible (with no limit known: the previous value is in the top ``wrap_fraction`` [10%] of
-  the register and the new one in the bottom 10%) is a wrap; delta = the wrapped delta.
+  the register and the new one in the bottom 10%) is a wrap; delta = the wrapped delta. The
+  modulus is the registry's ``rollover_modulus``: the next value after the largest one shown,
+  at the resolution the ``rollover`` is written with (``99999999`` -> 100000000, a register
+  showing hundredths ``99999.99`` -> 100000.00; `greenmon.registry.rollover_modulus`).
 - **Reset (meter replaced).** Any other drop. The new register is assumed to start at zero, so
   the delta is the new value; if even that is implausible for the interval (a second-hand
   register), the delta is not counted. Either way the interval is flagged ``reset``: what the
@@ -170,11 +173,18 @@ def _meter_table(meters: pl.DataFrame, rules: ConsumptionRules) -> pl.DataFrame:
             )
     else:
         max_rate = pl.lit(None, dtype=pl.Float64)
+    # what a wrap adds: the registry's modulus (the next value after the largest shown, at the
+    # resolution the rollover is written with), else rollover + 1 (a frame built by hand)
+    modulus = (
+        pl.col("rollover_modulus").cast(pl.Float64)
+        if "rollover_modulus" in meters.columns
+        else pl.col("rollover").cast(pl.Float64) + 1
+    )
     return meters.sort("meter_id").select(
         "meter_id",
         (pl.col("kind") == "interval").alias("is_interval"),
         pl.col("multiplier").cast(pl.Float64).fill_null(1.0),
-        pl.col("rollover").cast(pl.Float64),
+        modulus.alias("modulus"),
         (pl.col("interval_s").cast(pl.Int64) * 1000).alias("interval_ms"),
         max_rate.alias("registry_limit_per_h"),
     )
@@ -425,16 +435,15 @@ def classify(
     no_limit = maxd.is_null()
     # for a register, a previous reading exists exactly when its interval has a start
     has_pv, prev_v = pl.col("start_ms").is_not_null(), pl.col("prev_v")
-    rollover = _attr(table, "rollover", code)
+    modulus = _attr(table, "modulus", code)
     d = v - prev_v
-    wrapped = d + rollover + 1
+    wrapped = d + modulus
     is_wrap = (
-        rollover.is_not_null()
+        modulus.is_not_null()
         & (wrapped >= 0)
         & pl.when(no_limit)
         .then(
-            (prev_v >= (rollover + 1) * (1 - rules.wrap_fraction))
-            & (v <= (rollover + 1) * rules.wrap_fraction)
+            (prev_v >= modulus * (1 - rules.wrap_fraction)) & (v <= modulus * rules.wrap_fraction)
         )
         .otherwise(wrapped <= maxd)
     )

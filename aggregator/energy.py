@@ -141,8 +141,13 @@ def meter_energy(
     )
 
 
-def _meter_roles(meters: pl.DataFrame) -> pl.DataFrame:
+def _meter_roles(meters: pl.DataFrame, factors: pl.DataFrame) -> pl.DataFrame:
     units = carrier_units()
+    # the factor into the carrier's reference unit (for a meter in Nm3 it needs the reference
+    # conditions, which meter_factors resolved)
+    to_carrier = dict(
+        factors.select("meter_id", "to_carrier_unit").unique("meter_id", keep="first").iter_rows()
+    )
     rows = [
         {
             "meter": meter_id,
@@ -150,7 +155,8 @@ def _meter_roles(meters: pl.DataFrame) -> pl.DataFrame:
             "is_generation": role == "generation",
             "is_export": role == "export",
             "is_raw": bool(raw) and role in ("boundary", "sub"),
-            "to_carrier_unit": conversion_factor(unit, units[carrier][0]),
+            "to_carrier_unit": to_carrier.get(meter_id)
+            or conversion_factor(unit, units[carrier][0]),
             "carrier_unit": units[carrier][0],
         }
         for meter_id, carrier, unit, role, raw in meters.select(
@@ -186,7 +192,7 @@ def enterprise_energy(
     tags `ENERGY_TAGS`, the fields `ENERGY_FIELDS` (``double_control_kgce`` on total rows
     only, ``quantity`` on carrier rows only) and `ENERGY_EXTRA`.
     """
-    roles = _meter_roles(meters).lazy()
+    roles = _meter_roles(meters, factors).lazy()
     counted = pl.col("sign") != 0
     # registered counted meters per enterprise and carrier, and counted carriers per enterprise
     registered = (

@@ -17,6 +17,11 @@ same key, other keys are added):
 - ``emission_factors.csv`` — kgCO2 per unit by carrier, scope and year. Electricity per kWh
   (grid factors); fuels, heat and steam per GJ of energy content, which is derived from the
   carrier's kgce coefficient (so a measured calorific value changes CO2 too).
+- ``volume_conditions.csv`` — volume conversions at stated reference conditions (the kernel's
+  ``greenmon/data/volume_conditions.csv``: 1 Nm3 at 0 °C = 1.07322 m3 at 20 °C, 101.325 kPa).
+  A meter in ``Nm3`` takes the coefficient row in ``m3`` at the ``conditions`` that row states
+  (its optional ``conditions`` column), times the matching conversion; the label names both.
+  Key: from_unit, to_unit, to_conditions.
 - ``intensity_references.csv`` — provincial (or industry) energy intensity in tce per 10k yuan
   by year, region, industry (GB/T 4754 code prefix, empty = all industry) and metric
   (``gdp``, ``industrial_value_added``: compared with energy per value added;
@@ -51,7 +56,7 @@ from greenmon.aggregator.errors import (
     ReferenceDataError,
     ReferenceProblem,
 )
-from greenmon.registry import carrier_units
+from greenmon.registry import VOLUME_CONDITIONS_FILE, carrier_units, volume_conversions
 from greenmon.units import KNOWN_UNITS, conversion_factor, is_convertible
 
 __all__ = [
@@ -74,6 +79,7 @@ __all__ = [
 COEFFICIENTS_FILE: Final = "energy_coefficients.csv"
 EMISSION_FACTORS_FILE: Final = "emission_factors.csv"
 INTENSITY_FILE: Final = "intensity_references.csv"
+VOLUME_FILE: Final = VOLUME_CONDITIONS_FILE
 
 #: 1 kgce = 29.3076 MJ (7000 kcal), GB/T 2589.
 MJ_PER_KGCE: Final = 29.3076
@@ -90,6 +96,21 @@ _FREE_TEXT: Final = ("note", "comment")  # extra columns any file may carry
 _USER: Final = "user"
 
 
+_VOL_SCHEMA: Final = {
+    "from_unit": pl.String,
+    "from_conditions": pl.String,
+    "to_unit": pl.String,
+    "to_conditions": pl.String,
+    "factor": pl.Float64,
+    "status": pl.String,
+    "source": pl.String,
+    "origin": pl.String,
+    "file": pl.String,
+    "line": pl.Int64,
+    "label": pl.String,
+}
+
+
 # --------------------------------------------------------------------------- reference ids
 
 
@@ -104,12 +125,14 @@ def reference_id(text: str) -> str:
 
 def label_rows(text: str) -> list[str]:
     """The reference rows a label names, each once: a `meter_factors` label is ``kgce: <row>;
-    kgCO2: <row>``, an enterprise label several of them joined by `` | ``."""
+    kgCO2: <row>`` (``<row> x <volume row>`` for a meter in Nm3), an enterprise label several
+    of them joined by `` | ``."""
     rows: list[str] = []
     for factor in text.split(" | "):
-        for part in factor.split("; kgCO2: "):
-            row = part.removeprefix("kgce: ")
-            if row not in rows:
+        kgce, _, kgco2 = factor.partition("; kgCO2: ")
+        # a meter in Nm3: "<coefficient row> x <volume_conditions row>"
+        for row in (*kgce.removeprefix("kgce: ").split(" x "), kgco2):
+            if row and row not in rows:
                 rows.append(row)
     return rows
 
@@ -167,12 +190,16 @@ class References:
     emission_factors: pl.DataFrame
     intensity: pl.DataFrame
     files: tuple[str, ...]
+    volume_conditions: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=_VOL_SCHEMA)
+    )
 
     def __repr__(self) -> str:
         return (
             f"References(coefficients={self.coefficients.height}, "
             f"emission_factors={self.emission_factors.height}, "
-            f"intensity={self.intensity.height}, files={list(self.files)})"
+            f"intensity={self.intensity.height}, "
+            f"volume_conditions={self.volume_conditions.height}, files={list(self.files)})"
         )
 
 
@@ -350,7 +377,7 @@ def _fmt(value: float) -> str:
 # --------------------------------------------------------------------------- coefficients
 
 _COEF_REQUIRED: Final = ("carrier", "unit", "kgce_per_unit", "status", "source")
-_COEF_OPTIONAL: Final = ("basis", "year", "enterprise_id", "meter_id")
+_COEF_OPTIONAL: Final = ("basis", "year", "enterprise_id", "meter_id", "conditions")
 _COEF_SCHEMA: Final = {
     "carrier": pl.String,
     "unit": pl.String,
@@ -359,6 +386,7 @@ _COEF_SCHEMA: Final = {
     "enterprise_id": pl.String,
     "meter_id": pl.String,
     "basis": pl.String,
+    "conditions": pl.String,
     "status": pl.String,
     "source": pl.String,
     "origin": pl.String,
@@ -392,7 +420,7 @@ def _coefficients(source: _Source, problems: _Problems) -> list[dict[str, object
         if unit not in KNOWN_UNITS:
             problems.add(*where, "unit", f"unknown unit {unit!r}")
             continue
-        if not any(is_convertible(unit, ref) for ref in refs):
+        if not any(_reaches(unit, ref) for ref in refs):
             problems.add(
                 *where, "unit", f"unit {unit!r} cannot be converted to {' or '.join(refs)}"
             )
@@ -420,6 +448,7 @@ def _coefficients(source: _Source, problems: _Problems) -> list[dict[str, object
                 "enterprise_id": row.get("enterprise_id"),
                 "meter_id": row.get("meter_id"),
                 "basis": row.get("basis"),
+                "conditions": row.get("conditions"),
                 "status": row["status"],
                 "source": row["source"],
                 "origin": source.origin,
@@ -508,6 +537,92 @@ def _ef_key(row: Mapping[str, object]) -> tuple[object, ...]:
     return (row["carrier"], row["scope"], row["year"])
 
 
+# --------------------------------------------------------------------------- gas volumes
+
+_VOL_REQUIRED: Final = (
+    "from_unit",
+    "from_conditions",
+    "to_unit",
+    "to_conditions",
+    "factor",
+    "status",
+    "source",
+)
+
+
+def _empty_volumes() -> pl.DataFrame:
+    return pl.DataFrame(schema=_VOL_SCHEMA)
+
+
+def _conditions(text: str | None) -> str | None:
+    """Reference conditions compared as written, whitespace normalised."""
+    return " ".join(text.split()) if text else None
+
+
+def _reaches(unit: str, ref: str) -> bool:
+    """`unit` converts to `ref` by units alone, or by a volume conversion (Nm3 -> m3)."""
+    return is_convertible(unit, ref) or (unit, ref) in volume_conversions()
+
+
+def _volumes(source: _Source, problems: _Problems) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for line, row in _rows(source, _VOL_REQUIRED, (), problems):
+        where = (source.name, line)
+        if not _required(row, _VOL_REQUIRED, where, problems):
+            continue
+        _status(row, where, problems)
+        value = _number(row["factor"], where, "factor", problems, positive=True)
+        bad = [c for c in ("from_unit", "to_unit") if row[c] not in KNOWN_UNITS]
+        for column in bad:
+            problems.add(*where, column, f"unknown unit {row[column]!r}")
+        if bad or value is None:
+            continue
+        label = (
+            f"{source.name}:{line} 1 {row['from_unit']} ({row['from_conditions']}) = "
+            f"{_fmt(value)} {row['to_unit']} ({row['to_conditions']}) ({row['status']})"
+        )
+        out.append(
+            {
+                "from_unit": row["from_unit"],
+                "from_conditions": _conditions(row["from_conditions"]),
+                "to_unit": row["to_unit"],
+                "to_conditions": _conditions(row["to_conditions"]),
+                "factor": value,
+                "status": row["status"],
+                "source": row["source"],
+                "origin": source.origin,
+                "file": source.name,
+                "line": line,
+                "label": label,
+            }
+        )
+    return out
+
+
+def _vol_key(row: Mapping[str, object]) -> tuple[object, ...]:
+    return (row["from_unit"], row["to_unit"], row["to_conditions"])
+
+
+def _volume_factor(
+    volumes: list[dict[str, object]], unit: str, target: str, conditions: object
+) -> tuple[float, str] | str:
+    """(factor, label) converting a quantity in `unit` into `target` at `conditions` (the
+    coefficient row's), or a message saying what to supply."""
+    if conditions is None:
+        return (
+            f"the {COEFFICIENTS_FILE} row in {target} states no reference `conditions`, so a "
+            f"meter in {unit} cannot be converted to it: add the conditions (e.g. "
+            f"'20 °C, 101.325 kPa') or a row in {unit}"
+        )
+    for row in sorted(volumes, key=lambda r: r["origin"] != _USER):
+        if (row["from_unit"], row["to_unit"], row["to_conditions"]) == (unit, target, conditions):
+            return float(str(row["factor"])), str(row["label"])
+    return (
+        f"no {VOLUME_FILE} row converting {unit} to {target} at {conditions}: add one "
+        f"(from_unit,from_conditions,to_unit,to_conditions,factor,status,source)"
+    )
+
+
 # --------------------------------------------------------------------------- intensity
 
 _INT_REQUIRED: Final = ("year", "region", "metric", "value", "unit", "status", "source")
@@ -591,11 +706,13 @@ def load_references(
     coefficients: Path | None = None,
     emission_factors: Path | None = None,
     intensity: Path | None = None,
+    volume_conditions: Path | None = None,
 ) -> References:
     """Load the packaged reference tables and apply the user's overrides.
 
-    `overrides` is a directory; any of ``energy_coefficients.csv``, ``emission_factors.csv``
-    and ``intensity_references.csv`` found in it override the packaged rows. The keyword
+    `overrides` is a directory; any of ``energy_coefficients.csv``, ``emission_factors.csv``,
+    ``intensity_references.csv`` and ``volume_conditions.csv`` found in it override the
+    packaged rows. The keyword
     arguments name single files (they win over the directory's). Raises `ReferenceDataError`
     listing every problem of every file.
     """
@@ -604,6 +721,7 @@ def load_references(
         COEFFICIENTS_FILE: coefficients,
         EMISSION_FACTORS_FILE: emission_factors,
         INTENSITY_FILE: intensity,
+        VOLUME_FILE: volume_conditions,
     }
     if overrides is not None:
         directory = Path(overrides)
@@ -618,11 +736,13 @@ def load_references(
         COEFFICIENTS_FILE: _packaged("greenmon", "data", COEFFICIENTS_FILE),
         EMISSION_FACTORS_FILE: _packaged("greenmon.aggregator", "data", EMISSION_FACTORS_FILE),
         INTENSITY_FILE: _packaged("greenmon.aggregator", "data", INTENSITY_FILE),
+        VOLUME_FILE: _packaged("greenmon", "data", VOLUME_FILE),
     }
     readers = {
         COEFFICIENTS_FILE: (_coefficients, _coef_key, _COEF_SCHEMA),
         EMISSION_FACTORS_FILE: (_emission_factors, _ef_key, _EF_SCHEMA),
         INTENSITY_FILE: (_intensity, _int_key, _INT_SCHEMA),
+        VOLUME_FILE: (_volumes, _vol_key, _VOL_SCHEMA),
     }
     frames: dict[str, pl.DataFrame] = {}
     files: list[str] = []
@@ -648,6 +768,7 @@ def load_references(
         emission_factors=frames[EMISSION_FACTORS_FILE],
         intensity=frames[INTENSITY_FILE],
         files=tuple(files),
+        volume_conditions=frames[VOLUME_FILE],
     )
 
 
@@ -665,15 +786,67 @@ def _pick_year(rows: list[dict[str, object]], year: int) -> dict[str, object]:
 def _pick_coefficient(
     rows: list[dict[str, object]], meter_id: str, enterprise_id: str, unit: str
 ) -> dict[str, object] | None:
-    usable = [r for r in rows if is_convertible(unit, str(r["unit"]))]
+    usable = [r for r in rows if _reaches(unit, str(r["unit"]))]
     for tier in (
         [r for r in usable if r["meter_id"] == meter_id],
         [r for r in usable if r["meter_id"] is None and r["enterprise_id"] == enterprise_id],
         [r for r in usable if r["meter_id"] is None and r["enterprise_id"] is None],
     ):
         if tier:
-            return min(tier, key=lambda r: (r["origin"] != _USER, r["unit"] != unit))
+            # the user's rows first, then the meter's own unit, then units that convert
+            # without reference conditions (a volume conversion last)
+            return min(
+                tier,
+                key=lambda r: (
+                    r["origin"] != _USER,
+                    r["unit"] != unit,
+                    not is_convertible(unit, str(r["unit"])),
+                ),
+            )
     return None
+
+
+def _per_unit(
+    unit: str, row: Mapping[str, object], volumes: list[dict[str, object]]
+) -> tuple[float, str] | str:
+    """(factor, label suffix) converting a quantity in the meter's `unit` into the unit of a
+    coefficient `row`: by units alone (no suffix), or at the row's reference ``conditions``
+    with a `VOLUME_FILE` row (named in the suffix); or a message saying what is missing."""
+    target = str(row["unit"])
+    if is_convertible(unit, target):
+        return conversion_factor(unit, target), ""
+    found = _volume_factor(volumes, unit, target, row.get("conditions"))
+    if isinstance(found, str):
+        return found
+    factor, label = found
+    return factor, f" x {label}"
+
+
+def _to_carrier_unit(
+    unit: str,
+    carrier_unit: str,
+    kgce_row: Mapping[str, object],
+    to_row: float,
+    rows: list[dict[str, object]],
+    volumes: list[dict[str, object]],
+) -> float | str:
+    """The factor from the meter's `unit` into the carrier's reference unit: by units alone,
+    else through the coefficient row used (`to_row` took the meter's unit to it), else at the
+    reference conditions of the carrier's generic row in its reference unit."""
+    if is_convertible(unit, carrier_unit):
+        return conversion_factor(unit, carrier_unit)
+    row_unit = str(kgce_row["unit"])
+    if is_convertible(row_unit, carrier_unit):
+        return to_row * conversion_factor(row_unit, carrier_unit)
+    base = [
+        r
+        for r in rows
+        if r["unit"] == carrier_unit and r["meter_id"] is None and r["enterprise_id"] is None
+    ]
+    if not base:
+        return f"no {COEFFICIENTS_FILE} row in {carrier_unit} to convert {unit} to"
+    found = _per_unit(unit, min(base, key=lambda r: r["origin"] != _USER), volumes)
+    return found if isinstance(found, str) else found[0]
 
 
 def meter_factors(
@@ -708,6 +881,7 @@ def meter_factors(
     for row in ef_rows:
         ef_by_carrier.setdefault(str(row["carrier"]), []).append(row)
 
+    volumes = references.volume_conditions.to_dicts()
     missing: list[str] = []
     out: list[dict[str, object]] = []
     columns = ("meter_id", "enterprise_id", "carrier", "unit", "role")
@@ -742,9 +916,18 @@ def meter_factors(
                     )
                     continue
                 kgce_row = picked
-            kgce = float(str(kgce_row["kgce_per_unit"])) * conversion_factor(
-                unit, str(kgce_row["unit"])
+            per_unit = _per_unit(unit, kgce_row, volumes)
+            if isinstance(per_unit, str):
+                missing.append(f"carrier {carrier!r} in unit {unit!r}: {per_unit}")
+                continue
+            to_row, volume_label = per_unit
+            kgce = float(str(kgce_row["kgce_per_unit"])) * to_row
+            to_carrier = _to_carrier_unit(
+                unit, carrier_unit, kgce_row, to_row, by_carrier.get(carrier, []), volumes
             )
+            if isinstance(to_carrier, str):
+                missing.append(f"carrier {carrier!r} in unit {unit!r}: {to_carrier}")
+                continue
             if role == "generation":
                 kgco2, co2_label = 0.0, "zero-carbon on-site renewable generation"
             else:
@@ -752,6 +935,8 @@ def meter_factors(
                 ef_unit, ef_value = str(ef["unit"]), float(str(ef["kgco2_per_unit"]))
                 if is_convertible(unit, ef_unit):
                     kgco2 = ef_value * conversion_factor(unit, ef_unit)
+                elif is_convertible(str(kgce_row["unit"]), ef_unit):  # a volume, like the row's
+                    kgco2 = ef_value * to_row * conversion_factor(str(kgce_row["unit"]), ef_unit)
                 else:  # per unit of energy content, from the kgce coefficient
                     kgco2 = kgce * MJ_PER_KGCE * conversion_factor("MJ", ef_unit) * ef_value
                 co2_label = str(ef["label"])
@@ -763,10 +948,10 @@ def meter_factors(
                     "year": year,
                     "unit": unit,
                     "carrier_unit": carrier_unit,
-                    "to_carrier_unit": conversion_factor(unit, carrier_unit),
+                    "to_carrier_unit": to_carrier,
                     "kgce_per_unit": kgce,
                     "kgco2_per_unit": kgco2,
-                    "reference": f"kgce: {kgce_row['label']}; kgCO2: {co2_label}",
+                    "reference": f"kgce: {kgce_row['label']}{volume_label}; kgCO2: {co2_label}",
                 }
             )
     if missing:

@@ -23,6 +23,7 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -47,11 +48,15 @@ __all__ = [
     "RegistryProblem",
     "carrier_units",
     "load_registry",
+    "rollover_modulus",
+    "volume_conversions",
 ]
 
 ENTERPRISES_FILE: Final = "enterprises.csv"
 METERS_FILE: Final = "meters.csv"
 MONTHLY_FILE: Final = "monthly.csv"
+#: Packaged kernel data: volume-unit conversions at stated reference conditions (Nm3 -> m3).
+VOLUME_CONDITIONS_FILE: Final = "volume_conditions.csv"
 _FILES: Final = (ENTERPRISES_FILE, METERS_FILE, MONTHLY_FILE)
 
 ENTERPRISE_COLUMNS: Final = (
@@ -157,7 +162,8 @@ class Registry:
     ``enterprises``: the required columns (``land_area_mu``, ``annual_quota_tce`` and
     ``intensity_target_tce_per_10k_yuan`` as Float64, null when empty) plus any extra columns
     of the file as strings. ``meters``: ``multiplier``/``rollover`` Float64 (``rollover`` null
-    = no known rollover), ``raw_material`` Boolean, ``interval_s`` Int64, ``kind``/``role``
+    = no known rollover) and ``rollover_modulus`` (what a wrap adds, `rollover_modulus`),
+    ``raw_material`` Boolean, ``interval_s`` Int64, ``kind``/``role``
     lower-case. ``monthly``: ``month`` as ``YYYY-MM`` text plus ``month_start`` (Date, the
     first day of the month); money and output Float64 (null when empty).
     """
@@ -190,6 +196,35 @@ class Registry:
             f"Registry(root={str(self.root)!r}, enterprises={self.enterprises.height}, "
             f"meters={self.meters.height}, monthly={self.monthly.height})"
         )
+
+
+@cache
+def volume_conversions() -> frozenset[tuple[str, str]]:
+    """(from unit, to unit) pairs of the packaged ``volume_conditions.csv``: a gas meter may be
+    registered in ``Nm3`` for a carrier whose reference unit is ``m3`` (the aggregator converts
+    at the reference conditions the coefficient file states, with the factor from that file)."""
+    text = resources.files("greenmon").joinpath("data", VOLUME_CONDITIONS_FILE).read_bytes()
+    table = pl.read_csv(text, infer_schema=False, columns=["from_unit", "to_unit"])
+    return frozenset(table.iter_rows())
+
+
+def rollover_modulus(text: str | None) -> float | None:
+    """What a register wrap adds: the next value after the largest one shown (`text`, the
+    registry's ``rollover``), at the resolution of its last non-zero digit — ``99999999`` ->
+    1e8, ``99999.99`` -> 100000 (the 0.01 after 99999.99), ``65535`` -> 65536. Trailing zeros
+    after the decimal point say nothing (``99999999.0``, as spreadsheets export whole numbers,
+    is whole units). Exact decimal arithmetic; None for an empty or invalid value."""
+    if text is None or not text.strip():
+        return None
+    try:
+        shown = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    if not shown.is_finite():
+        return None
+    exponent = shown.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return float(shown + Decimal(1).scaleb(min(0, exponent)))
 
 
 @cache
@@ -462,11 +497,12 @@ def _check_meters(c: _FileChecks, known_ids: pl.Series | None) -> None:
         "unit",
         pl.format(f"unknown unit '{{}}' (known: {', '.join(known_units)})", unit),
     )
+    volumes = volume_conversions()
     allowed_pairs = [
         f"{name}\t{u}"
         for name, refs in units.items()
         for u in known_units
-        if any(is_convertible(u, ref) for ref in refs)
+        if any(is_convertible(u, ref) or (u, ref) in volumes for ref in refs)
     ]
     references = {name: " or ".join(refs) for name, refs in units.items()}
     c.flag(
@@ -548,6 +584,9 @@ def _type_meters(df: pl.DataFrame) -> pl.DataFrame:
         pl.col("kind").str.to_lowercase(),
         pl.col("multiplier").cast(pl.Float64).fill_null(1.0),
         pl.col("rollover").cast(pl.Float64),
+        pl.col("rollover")
+        .map_elements(rollover_modulus, return_dtype=pl.Float64, skip_nulls=True)
+        .alias("rollover_modulus"),
         pl.col("role").str.to_lowercase(),
         pl.col("raw_material").str.to_lowercase().is_in(_TRUE).alias("raw_material"),
         interval.fill_null(DEFAULT_INTERVAL_S).alias("interval_s"),

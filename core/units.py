@@ -12,8 +12,10 @@ Families, each converting only within itself:
 - volume: ``m3``
 - normal volume: ``Nm3``
 
-``m3`` and ``Nm3`` are deliberately *not* convertible: turning an actual volume into a volume at
-normal conditions needs the gas's pressure and temperature, which a unit string does not carry.
+``m3`` and ``Nm3`` are deliberately *not* convertible here: turning a volume at normal conditions
+into a volume at other conditions needs temperature and pressure, which a unit string does not
+carry. That conversion is reference data (``greenmon/data/volume_conditions.csv``, applied by the
+aggregator at the conditions the coefficient file states for the carrier).
 Unit names are case-sensitive (``kwh`` is unknown; ``MWh`` is not ``mWh``).
 """
 

@@ -24,6 +24,8 @@ from greenmon.registry import (
     RegistryProblem,
     carrier_units,
     load_registry,
+    rollover_modulus,
+    volume_conversions,
 )
 from greenmon.units import KNOWN_UNITS, is_convertible
 
@@ -76,6 +78,7 @@ def test_good_registry_types() -> None:
             "kind": pl.String,
             "multiplier": pl.Float64,
             "rollover": pl.Float64,
+            "rollover_modulus": pl.Float64,
             "role": pl.String,
             "raw_material": pl.Boolean,
             "interval_s": pl.Int64,
@@ -163,8 +166,11 @@ def test_registry_is_frozen() -> None:
 
 def test_every_meter_matches_its_row() -> None:
     reg = load_registry(GOOD)
+    names = [f.name for f in dataclasses.fields(MeterInfo)]
     for row in reg.meters.iter_rows(named=True):
-        assert reg.meter(row["meter_id"]) == MeterInfo(**row)
+        assert reg.meter(row["meter_id"]) == MeterInfo(**{k: row[k] for k in names})
+    # derived, in the frame only
+    assert set(reg.meters.columns) - set(names) == {"rollover_modulus"}
 
 
 def test_carriers_come_from_the_coefficients_file() -> None:
@@ -185,6 +191,7 @@ def test_carriers_come_from_the_coefficients_file() -> None:
         "status",
         "source",
         "year",
+        "conditions",
     ]
     electricity = table.filter(pl.col("carrier") == "electricity").row(0, named=True)
     assert (electricity["kgce_per_unit"], electricity["status"], electricity["year"]) == (
@@ -417,9 +424,9 @@ BAD_ROWS: list[tuple[str, Mutation, RegistryProblem]] = [
         RegistryProblem(M, 3, "unit", "unknown unit 'kwh'"),
     ),
     (
-        "Nm3 is not m3",
-        set_value(M, 5, "unit", "Nm3"),
-        RegistryProblem(M, 5, "unit", "unit 'Nm3' cannot be converted to m3"),
+        "Nm3 is a gas volume, not electricity",
+        set_value(M, 2, "unit", "Nm3"),
+        RegistryProblem(M, 2, "unit", "unit 'Nm3' cannot be converted to kWh"),
     ),
     (
         "electricity in GJ",
@@ -674,3 +681,42 @@ def test_kind_and_role_are_case_insensitive(registry_dir: Path) -> None:
     reg = load_registry(registry_dir)
     main = reg.meter("E0001-EL-MAIN")
     assert main is not None and (main.kind, main.role) == ("register", "boundary")
+
+
+@pytest.mark.parametrize(
+    ("text", "modulus"),
+    [
+        ("99999999", 100_000_000.0),
+        ("99999.99", 100_000.0),  # shows hundredths: 99999.99 + 0.01
+        ("999999.999", 1_000_000.0),
+        ("99999999.0", 100_000_000.0),  # trailing zeros say nothing: whole units
+        ("9999.90", 10_000.0),
+        ("65535", 65_536.0),  # a binary counter
+        ("1e8", 100_000_001.0),  # whole units
+        (" 12.5 ", 12.6),
+        ("", None),
+        (None, None),
+        ("lots", None),
+    ],
+)
+def test_the_rollover_modulus_is_the_next_value_shown(text: str | None, modulus: float) -> None:
+    assert rollover_modulus(text) == modulus
+
+
+def test_registers_with_decimals_and_gas_in_nm3(registry_dir: Path) -> None:
+    path = registry_dir / "meters.csv"
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    header = rows[0]
+    unit = header.index("unit")
+    gas = next(i for i, row in enumerate(rows) if row[0] == "E0001-NG-MAIN")
+    rows[gas][unit] = "Nm3"
+    _write(path, rows)
+    reg = load_registry(registry_dir)
+    info = reg.meter("E0001-NG-MAIN")
+    assert info is not None and info.unit == "Nm3"
+    moduli = dict(reg.meters.select("meter_id", "rollover_modulus").iter_rows())
+    assert moduli["E0001-EL-MAIN"] == 100_000_000.0
+    assert moduli["E0002-EL-MAIN"] == 1_000_000.0  # 999999.999 MWh
+    assert moduli["E0002-ST-01"] == 1_000_000.0  # 999999.9 t
+    assert moduli["E0001-PV-01"] is None
+    assert volume_conversions() == frozenset({("Nm3", "m3")})

@@ -45,6 +45,28 @@ def test_a_meter_wrapping_at_99_999_999(registry_factory) -> None:
     assert _counted(c) == 20.0
 
 
+@pytest.mark.parametrize(
+    ("rollover", "values", "wrapped"),
+    [
+        # shows hundredths: after 99,999.99 comes 0.00, a wrap adds 100,000.00
+        ("99999.99", [99_999.20, 99_999.70, 0.30, 0.90], 0.60),
+        # MWh with three decimals: after 999,999.999 comes 0.000
+        ("999999.999", [999_999.100, 999_999.900, 0.150, 0.950], 0.250),
+        # written as a spreadsheet exports a whole number: still whole units
+        ("99999999.0", [99_999_990, 99_999_996, 4, 10], 8.0),
+    ],
+)
+def test_a_register_showing_decimals_wraps_at_the_next_value_shown(
+    registry_factory, rollover: str, values: list[float], wrapped: float
+) -> None:
+    reg = registry_factory([meter("M", rollover=rollover)])
+    c = classify(readings(series("M", T0, values)), reg.meters)
+    assert _flags(c) == ["baseline", "normal", "rollover", "normal"]
+    delta = c.collect().sort("time").get_column("delta").to_list()
+    assert delta[2] == pytest.approx(wrapped, abs=1e-6)
+    assert _counted(c) == pytest.approx(values[1] - values[0] + wrapped + values[3] - values[2])
+
+
 def test_a_wrap_with_a_ct_multiplier_and_a_known_limit(registry_factory) -> None:
     # multiplier 80: the register counts kWh / 80; a limit of 4,000 kWh/h (1,000 per 15 min,
     # 12.5 register units) accepts the wrapped delta of 8 register units

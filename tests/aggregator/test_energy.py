@@ -234,3 +234,23 @@ def test_meter_and_enterprise_frames_map_onto_the_influxdb_schema(example_regist
     assert "energy_coefficients.csv:2" in label and "Jiangsu provincial 2022" in label
     # sub-meters appear per meter, never in the enterprise sums
     assert "sub" in set(meters.get_column("role"))
+
+
+def test_gas_metered_in_nm3_is_reported_in_the_carriers_m3(registry_factory) -> None:
+    reg = registry_factory(
+        [
+            meter("NG", carrier="natural_gas", unit="m3", interval_s=3600),
+            meter("NGN", carrier="natural_gas", unit="Nm3", interval_s=3600),
+        ]
+    )
+    rows = series("NG", DAY, _day(0, 100), H) + series("NGN", DAY, _day(0, 100), H)
+    meters, energy, refs = _run(reg, rows)
+    factor = refs.volume_conditions.row(0, named=True)["factor"]  # Nm3 -> m3 at 20 °C
+    per_meter = dict(_day_rows(meters).select("meter", "kgce").rows())
+    assert per_meter["NG"] == pytest.approx(100 * KGCE_M3, rel=1e-12)
+    assert per_meter["NGN"] == pytest.approx(100 * factor * KGCE_M3, rel=1e-12)
+    gas = _day_rows(energy, carrier="natural_gas").row(0, named=True)
+    assert gas["unit"] == "m3"
+    assert gas["quantity"] == pytest.approx(100 + 100 * factor, rel=1e-12)
+    assert gas["kgce"] == pytest.approx((100 + 100 * factor) * KGCE_M3, rel=1e-12)
+    assert "volume_conditions.csv" in gas["reference"]

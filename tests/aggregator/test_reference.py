@@ -12,6 +12,7 @@ from greenmon.aggregator.errors import MissingReferenceError, ReferenceDataError
 from greenmon.aggregator.reference import (
     ReferenceChoice,
     intensity_references,
+    label_rows,
     load_references,
     meter_factors,
 )
@@ -82,7 +83,7 @@ def test_a_user_file_overrides_by_key_and_adds_measured_values(
         encoding="utf-8",
     )
     refs = load_references(tmp_path)
-    assert len(refs.files) == 5
+    assert len(refs.files) == 6
     choice = ReferenceChoice(emission_scopes={"electricity": "Nantong green contract"})
     f = meter_factors(reg.meters, refs, [2025], choice)
     assert _factor(f, "NG1", 2025, "kgce_per_unit") == 1.2143  # packaged
@@ -164,3 +165,89 @@ def test_intensity_reference_year_selection(example_registry) -> None:
         "placeholder",
     ]
     assert e1.get_column("denominator").unique().to_list() == ["value_added"]
+
+
+# --------------------------------------------------------------------------- gas in Nm3
+
+NM3_TO_M3 = 293.15 / 273.15  # 0 °C -> 20 °C at 101.325 kPa (ideal gas)
+
+
+def test_gas_in_nm3_is_converted_at_the_coefficients_reference_conditions(
+    registry_factory,
+) -> None:
+    reg = registry_factory(
+        [
+            meter("M3", carrier="natural_gas", unit="m3"),
+            meter("NM3", carrier="natural_gas", unit="Nm3"),
+        ]
+    )
+    refs = load_references()
+    [volume] = refs.volume_conditions.to_dicts()
+    assert (volume["from_unit"], volume["to_unit"]) == ("Nm3", "m3")
+    assert volume["from_conditions"] == "0 °C, 101.325 kPa"
+    assert volume["to_conditions"] == "20 °C, 101.325 kPa"
+    assert volume["factor"] == pytest.approx(NM3_TO_M3, rel=1e-8)
+    assert volume["status"] and volume["source"]
+    gas = refs.coefficients.filter(pl.col("carrier") == "natural_gas").row(0, named=True)
+    assert gas["conditions"] == "20 °C, 101.325 kPa"
+    f = meter_factors(reg.meters, refs, [2025])
+    factor = volume["factor"]
+    assert _factor(f, "NM3", 2025, "kgce_per_unit") == pytest.approx(1.2143 * factor, rel=1e-12)
+    assert _factor(f, "NM3", 2025, "to_carrier_unit") == pytest.approx(factor, rel=1e-12)
+    assert _factor(f, "NM3", 2025, "kgco2_per_unit") == pytest.approx(
+        _factor(f, "M3", 2025, "kgco2_per_unit") * factor, rel=1e-12
+    )
+    label = f.filter(pl.col("meter_id") == "NM3")["reference"].item()
+    rows = label_rows(label)
+    assert rows[0].startswith("greenmon/data/energy_coefficients.csv:") and "natural_gas" in rows[0]
+    assert rows[1].startswith("greenmon/data/volume_conditions.csv:2 1 Nm3 (0 °C, 101.325 kPa)")
+    assert "unverified" in rows[1]
+
+
+def test_nm3_needs_stated_conditions_and_a_user_file_can_supply_them(
+    registry_factory, tmp_path: Path
+) -> None:
+    reg = registry_factory([meter("COG", carrier="coke_oven_gas", unit="Nm3")])
+    with pytest.raises(MissingReferenceError, match="states no reference `conditions`"):
+        meter_factors(reg.meters, load_references(), [2025])
+    # the user states the conditions of the coefficient and a conversion to them
+    (tmp_path / "energy_coefficients.csv").write_text(
+        COEF_HEADER.rstrip("\n") + ",conditions\n"
+        'coke_oven_gas,m3,0.6,plant,measured,lab report,2025,,,"15 °C, 101.325 kPa"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(MissingReferenceError, match=r"no volume_conditions\.csv row"):
+        meter_factors(reg.meters, load_references(tmp_path), [2025])
+    (tmp_path / "volume_conditions.csv").write_text(
+        "from_unit,from_conditions,to_unit,to_conditions,factor,status,source\n"
+        'Nm3,"0 °C, 101.325 kPa",m3,"15  °C, 101.325 kPa",1.0549,derived,288.15 / 273.15\n',
+        encoding="utf-8",
+    )
+    f = meter_factors(reg.meters, load_references(tmp_path), [2025])
+    assert _factor(f, "COG", 2025, "kgce_per_unit") == pytest.approx(0.6 * 1.0549, rel=1e-12)
+    # a coefficient per Nm3 (a measured value) is used as it is; the quantity in the carrier's
+    # m3 still takes the conditions of its m3 row
+    (tmp_path / "energy_coefficients.csv").write_text(
+        COEF_HEADER.rstrip("\n") + ",conditions\n"
+        'coke_oven_gas,m3,0.6,plant,measured,lab report,2025,,,"15 °C, 101.325 kPa"\n'
+        "coke_oven_gas,Nm3,0.64,plant,measured,lab report,2025,,,\n",
+        encoding="utf-8",
+    )
+    f = meter_factors(reg.meters, load_references(tmp_path), [2025])
+    assert _factor(f, "COG", 2025, "kgce_per_unit") == 0.64
+    assert _factor(f, "COG", 2025, "to_carrier_unit") == pytest.approx(1.0549, rel=1e-12)
+
+
+def test_a_bad_volume_file_names_line_and_column(tmp_path: Path) -> None:
+    (tmp_path / "volume_conditions.csv").write_text(
+        "from_unit,from_conditions,to_unit,to_conditions,factor,status,source\n"
+        "Nm3,0 C,m3,20 C,-1,derived,x\n"
+        "Nm4,0 C,m3,20 C,1.07,guess,x\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ReferenceDataError) as info:
+        load_references(tmp_path)
+    text = str(info.value)
+    assert "volume_conditions.csv:2: factor: must be > 0" in text
+    assert "volume_conditions.csv:3: status: must be one of" in text
+    assert "volume_conditions.csv:3: from_unit: unknown unit 'Nm4'" in text

@@ -356,3 +356,39 @@ def test_decode_never_raises_on_arbitrary_bytes(
     out = decode(topic, payload, registry, NOW)
     assert len(out.readings) + len(out.rejections) >= 1
     assert all(isinstance(r, Reading) for r in out.readings)
+
+
+def test_a_gas_meter_registered_in_nm3(tmp_path: Path) -> None:
+    """Nm3 is registrable for gas (the aggregator converts it to the coefficients' m3): the
+    ingestor accepts readings in Nm3, or without a unit, and refuses m3 (no conditions)."""
+    import shutil
+
+    root = tmp_path / "registry"
+    shutil.copytree(Path(__file__).parent.parent / "data" / "registry", root)
+    meters = root / "meters.csv"
+    meters.write_text(
+        meters.read_text(encoding="utf-8").replace(
+            "E0001-NG-MAIN,E0001,natural_gas,m3,", "E0001-NG-MAIN,E0001,natural_gas,Nm3,"
+        ),
+        encoding="utf-8",
+    )
+    reg = load_registry(root)
+    info = reg.meter("E0001-NG-MAIN")
+    assert info is not None and info.unit == "Nm3"
+    payload = j(
+        {
+            "gateway": "gw-01",
+            "ts": TS,
+            "readings": [
+                {"meter": "E0001-NG-MAIN", "value": 10.0, "unit": "Nm3"},
+                {"meter": "E0001-NG-MAIN", "value": 11.0, "ts": TS_MS + 900_000},
+                {"meter": "E0001-NG-MAIN", "value": 12.0, "unit": "m3", "ts": TS_MS + 1_800_000},
+            ],
+        }
+    )
+    out = decode(T, payload, reg, NOW)
+    assert out.readings == [
+        rd("E0001-NG-MAIN", 10.0, carrier="natural_gas"),
+        rd("E0001-NG-MAIN", 11.0, TS_MS + 900_000, carrier="natural_gas"),
+    ]
+    assert [r.reason for r in out.rejections] == [R.UNIT_MISMATCH]
