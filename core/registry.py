@@ -41,6 +41,7 @@ __all__ = [
     "KINDS",
     "METERS_FILE",
     "MONTHLY_FILE",
+    "OPTIONAL_ENTERPRISE_NUMBERS",
     "ROLES",
     "MeterInfo",
     "Registry",
@@ -90,6 +91,13 @@ MONTHLY_COLUMNS: Final = (
     "product_unit",
 )
 _ENTERPRISE_NUMBERS: Final = ENTERPRISE_COLUMNS[4:]
+#: Optional enterprises.csv columns that are numbers when present: name -> (low, high), bounds
+#: inclusive, or None for "a number > 0" (the dashboards' map and capacity alert read them).
+OPTIONAL_ENTERPRISE_NUMBERS: Final[dict[str, tuple[float, float] | None]] = {
+    "latitude": (-90.0, 90.0),
+    "longitude": (-180.0, 180.0),
+    "contracted_capacity_kw": None,
+}
 _MONTHLY_NUMBERS: Final = MONTHLY_COLUMNS[2:7]
 
 KINDS: Final = ("register", "interval")
@@ -160,8 +168,10 @@ class Registry:
     """The validated master data. Frames are typed; `meter` is a constant-time lookup.
 
     ``enterprises``: the required columns (``land_area_mu``, ``annual_quota_tce`` and
-    ``intensity_target_tce_per_10k_yuan`` as Float64, null when empty) plus any extra columns
-    of the file as strings. ``meters``: ``multiplier``/``rollover`` Float64 (``rollover`` null
+    ``intensity_target_tce_per_10k_yuan`` as Float64, null when empty), the optional
+    `OPTIONAL_ENTERPRISE_NUMBERS` present (``latitude``, ``longitude``,
+    ``contracted_capacity_kw``) as Float64, plus any other extra columns of the file as
+    strings. ``meters``: ``multiplier``/``rollover`` Float64 (``rollover`` null
     = no known rollover) and ``rollover_modulus`` (what a wrap adds, `rollover_modulus`),
     ``raw_material`` Boolean, ``interval_s`` Int64, ``kind``/``role``
     lower-case. ``monthly``: ``month`` as ``YYYY-MM`` text plus ``month_start`` (Date, the
@@ -454,6 +464,14 @@ class _FileChecks:
         bound = "> 0" if positive else ">= 0"
         self.flag(too_small, column, pl.format(f"must be {bound}, got {{}}", text))
 
+    def number_between(self, column: str, low: float, high: float) -> None:
+        """Empty is allowed; otherwise a finite number in [low, high]."""
+        text, value = pl.col(column), _number(column)
+        not_number = text.is_not_null() & (value.is_null() | ~value.is_finite())
+        self.flag(not_number, column, pl.format("not a number: '{}'", text))
+        reason = pl.format(f"must be between {low:g} and {high:g}, got {{}}", text)
+        self.flag((value < low) | (value > high), column, reason)
+
     def choice(self, column: str, allowed: Sequence[str], *, fold_case: bool = True) -> None:
         value = pl.col(column).str.to_lowercase() if fold_case else pl.col(column)
         expected = " or ".join(", ".join(allowed).rsplit(", ", 1))
@@ -471,6 +489,12 @@ def _check_enterprises(c: _FileChecks) -> None:
     c.unique(["enterprise_id"], pl.format("enterprise_id '{}'", pl.col("enterprise_id")))
     for column in _ENTERPRISE_NUMBERS:
         c.number(column)
+    for column, bounds in OPTIONAL_ENTERPRISE_NUMBERS.items():
+        if column in c.df.columns:
+            if bounds is None:
+                c.number(column, positive=True)
+            else:
+                c.number_between(column, *bounds)
 
 
 def _check_meters(c: _FileChecks, known_ids: pl.Series | None) -> None:
@@ -566,10 +590,12 @@ def _extras(df: pl.DataFrame, *known: str) -> list[str]:
 
 
 def _type_enterprises(df: pl.DataFrame) -> pl.DataFrame:
+    optional = [c for c in OPTIONAL_ENTERPRISE_NUMBERS if c in df.columns]
     return df.select(
         *ENTERPRISE_COLUMNS[:4],
         *(pl.col(c).cast(pl.Float64) for c in _ENTERPRISE_NUMBERS),
-        *_extras(df, *ENTERPRISE_COLUMNS),
+        *(pl.col(c).cast(pl.Float64) for c in optional),
+        *_extras(df, *ENTERPRISE_COLUMNS, *optional),
     )
 
 

@@ -106,8 +106,8 @@ REGISTRY_ENTERPRISE_COLUMNS: Final = (
     *ENTERPRISE_COLUMNS,
     "green_attributes",
     "key_energy_user",
-    "lat",
-    "lon",
+    "latitude",
+    "longitude",
 )
 REGISTRY_METER_COLUMNS: Final = (*METER_COLUMNS, "interval_s")
 GATEWAY_COLUMNS: Final = (
@@ -477,8 +477,10 @@ def _enterprise(
             "intensity_target_tce_per_10k_yuan": _round_sig(typical * rng.uniform(0.9, 1.1), 3),
             "green_attributes": green,
             "key_energy_user": "true" if designed_tce >= c("key_energy_user_tce") else "false",
-            "lat": float(np.round(county["lat"] + rng.uniform(-0.04, 0.04), 4)),
-            "lon": float(np.round(county["lon"] + rng.uniform(-0.04, 0.04), 4)),
+            # The county's approximate centroid (counties.csv) plus up to ±0.04° (about 4 km)
+            # so that plants do not sit on one point: a map position, not a survey.
+            "latitude": float(np.round(county["lat"] + rng.uniform(-0.04, 0.04), 4)),
+            "longitude": float(np.round(county["lon"] + rng.uniform(-0.04, 0.04), 4)),
         }
     )
     rows["sime"].append(
@@ -555,8 +557,8 @@ _ENTERPRISE_SCHEMA: Final = {
     "intensity_target_tce_per_10k_yuan": pl.Float64,
     "green_attributes": pl.String,
     "key_energy_user": pl.String,
-    "lat": pl.Float64,
-    "lon": pl.Float64,
+    "latitude": pl.Float64,
+    "longitude": pl.Float64,
 }
 _METER_SCHEMA: Final = {
     "meter_id": pl.String,

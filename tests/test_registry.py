@@ -263,6 +263,32 @@ def test_max_rate_column_is_optional_and_checked(registry_dir: Path) -> None:
     ]
 
 
+def test_coordinates_and_capacity_are_optional_numbers(registry_dir: Path) -> None:
+    path = registry_dir / "enterprises.csv"
+    rows = _rows(path)
+    extra = ["latitude", "longitude", "contracted_capacity_kw"]
+    values = [["32.01", "120.86", "12000"], ["", "", ""], ["31.8", "121.66", ""]]
+    _write(path, [[*rows[0], *extra], *([*r, *v] for r, v in zip(rows[1:], values, strict=True))])
+    reg = load_registry(registry_dir)
+    for column in extra:
+        assert reg.enterprises.schema[column] == pl.Float64
+    assert reg.enterprises.get_column("latitude").to_list() == [32.01, None, 31.8]
+    assert reg.enterprises.get_column("contracted_capacity_kw").to_list() == [12000.0, None, None]
+    rows = _rows(path)
+    rows[1][-3:] = ["91", "east", "0"]
+    rows[2][-3:] = ["-32", "-181", "-5"]
+    _write(path, rows)
+    with pytest.raises(RegistryError) as err:
+        load_registry(registry_dir)
+    assert sorted(str(p) for p in err.value.problems) == [
+        "enterprises.csv:2: contracted_capacity_kw: must be > 0, got 0",
+        "enterprises.csv:2: latitude: must be between -90 and 90, got 91",
+        "enterprises.csv:2: longitude: not a number: 'east'",
+        "enterprises.csv:3: contracted_capacity_kw: must be > 0, got -5",
+        "enterprises.csv:3: longitude: must be between -180 and 180, got -181",
+    ]
+
+
 # --------------------------------------------------------------------------- one bad row each
 
 Mutation = Callable[[Path], None]
