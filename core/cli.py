@@ -22,6 +22,7 @@ from greenmon.cli_common import (
     service_options,
 )
 from greenmon.config import Settings
+from greenmon.dashboards.cli import register as register_dashboards
 from greenmon.deploy.cli import services_app
 from greenmon.ingest.cli import register as register_ingest
 from greenmon.ingest.cli import register_bench as register_ingest_bench
@@ -43,6 +44,7 @@ app.add_typer(services_app, name="services")
 register_simulate(app)
 register_ingest(app)
 register_aggregate(app)
+register_dashboards(app)
 
 bench_app = typer.Typer(
     help="Benchmarks that print figures measured on this machine, in one run, against the "

@@ -97,6 +97,23 @@ class AggregateSettings(BaseModel):
         return v
 
 
+class GrafanaSettings(BaseModel):
+    """`[grafana]` in the TOML file; env GREENMON_GRAFANA__<KEY> (for `dashboards push`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = None
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _check_url(v, ("http", "https"), "grafana.url")
+
+
 class Settings(BaseSettings):
     """Every setting greenmon's kernel knows; stage settings live in nested sections."""
 
@@ -134,6 +151,7 @@ class Settings(BaseSettings):
 
     ingest: IngestSettings = IngestSettings()
     aggregate: AggregateSettings = AggregateSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
 
     @field_validator("mqtt_url")
     @classmethod

@@ -2,14 +2,21 @@
 
 One `IngestMetrics` per ingestor, on its own `CollectorRegistry` (so several ingestors in one
 process, as in the tests, never share counters). `serve` exposes ``/metrics``;
-`stats_line` renders the periodic `greenmon_ingest` point written to InfluxDB.
+`stats_line` renders the periodic `greenmon_ingest` point written to InfluxDB: the counters of
+`snapshot` plus ``rejected_<reason>`` per reason of `REJECT_REASONS`.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from greenmon.ingest.codec import RejectReason
 from greenmon.lineprotocol import format_line
+
+#: Every reason a reading or message can be refused for: the codec's, plus InfluxDB refusing a
+#: line for good. `stats_line` writes one ``rejected_<reason>`` field for each (0 included), so
+#: the field set never changes and dashboards can chart rejects by reason.
+REJECT_REASONS = (*(r.value for r in RejectReason), "influx_rejected")
 
 
 class IngestMetrics:
@@ -87,4 +94,6 @@ class IngestMetrics:
         fields: dict[str, float | int] = {
             k: (int(v) if k != "lag_s" else float(v)) for k, v in snap.items()
         }
+        by_reason = self.rejected_by_reason()
+        fields.update({f"rejected_{r}": by_reason.get(r, 0) for r in REJECT_REASONS})
         return format_line("greenmon_ingest", {"client_id": client_id}, fields, ts_ns)
