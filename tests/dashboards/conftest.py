@@ -86,8 +86,13 @@ def _contract() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
 CONTRACT = _contract()
 
 
-def make_fleet(root: Path, n: int = 6, seed: int = 11, capacity: dict[str, float] | None = None,
-               located: bool = True) -> Path:  # fmt: skip
+def make_fleet(
+    root: Path,
+    n: int = 6,
+    seed: int = 11,
+    capacity: dict[str, float] | None = None,
+    located: bool = True,
+) -> Path:
     """A simulated fleet as a registry; `capacity` adds contracted_capacity_kw per enterprise,
     `located=False` drops the coordinates."""
     write_fleet(generate_fleet(n, seed), root)

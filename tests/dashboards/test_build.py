@@ -129,9 +129,11 @@ def test_alert_rules_validate_against_the_alerting_schema(schemas: Path, bundle:
 def test_capacity_rule_sums_the_boundary_electricity_meters(site: Site, bundle: Bundle) -> None:
     rule = bundle.rules.rules[1]
     query = rule["data"][0]["model"]["query"]
-    wanted = [m for m in site.meters
-              if m.enterprise_id == "E0002" and m.role == "boundary"
-              and m.carrier == "electricity"]  # fmt: skip
+    wanted = [
+        m
+        for m in site.meters
+        if m.enterprise_id == "E0002" and m.role == "boundary" and m.carrier == "electricity"
+    ]
     assert wanted
     for m in wanted:
         assert f"\"meter\" = '{m.meter_id}'" in query
@@ -182,9 +184,12 @@ def test_map_only_with_coordinates_and_registry_panels_only_with_a_registry(
     assert "geomap" not in types(Site(), "greenmon-city")
     assert any("no registry" in n for n in bare.notes)
     registry_targets = [
-        t for m in bare.dashboards.values() for p in panels(m) for t in p.get("targets", [])
+        t
+        for m in bare.dashboards.values()
+        for p in panels(m)
+        for t in p.get("targets", [])
         if t.get("datasource", {}).get("uid") == REGISTRY_UID
-    ]  # fmt: skip
+    ]
     assert registry_targets == []
     assert [r["uid"] for r in bare.rules.rules] == ["greenmon-silent"]
 
@@ -241,9 +246,13 @@ def test_tree_is_complete_byte_stable_and_prunes_stale_files(
     ],
 )
 def test_datasource_variants_keep_secrets_out_of_the_files(
-    fleet_dir: Path, tmp_path: Path, auth: str, secret_key: str | None, secret_value: str | None,
+    fleet_dir: Path,
+    tmp_path: Path,
+    auth: str,
+    secret_key: str | None,
+    secret_value: str | None,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """Through the command line, with real secrets configured: only $__env references land."""
     monkeypatch.setenv("GREENMON_INFLUX_PASSWORD", "s3cret-pw")
     monkeypatch.setenv("GREENMON_INFLUX_TOKEN", "s3cret-token")
