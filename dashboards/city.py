@@ -33,11 +33,13 @@ from greenmon.dashboards.common import (
     UNIT_TCO2,
     base_dashboard,
     carrier_variable,
+    columns,
     county_variable,
     industry_variable,
     join_on_enterprise,
     organize,
     period_variable,
+    query_variable,
     registry_query,
     title,
 )
@@ -60,18 +62,8 @@ NANTONG = (32, 121)
 
 
 def rule_variable() -> dash.QueryVariable:
-    query = 'SHOW TAG VALUES FROM "alert" WITH KEY = "rule"'
-    return (
-        dash.QueryVariable("rule")
-        .label("预警规则 Alert rule")
-        .datasource(INFLUX)
-        .query(query)
-        .definition(query)
-        .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(dm.VariableOption(text="All", value="$__all"))
+    return query_variable(
+        "rule", "预警规则 Alert rule", 'SHOW TAG VALUES FROM "alert" WITH KEY = "rule"', multi=True
     )
 
 
@@ -145,7 +137,6 @@ def city_dashboard(site: Site) -> dash.Dashboard:
         for zh, en, relative in (("今日", "Today", "now/d"), ("本月", "This month", "now/M"),
                                  ("本年", "This year", "now/y")):  # fmt: skip
             board = board.with_panel(_so_far(zh, en, relative, carbon=carbon))
-    board = board
     for by, zh, en in (("county", "区县", "county"), ("industry", "行业", "industry")):
         board = board.with_panel(
             bars(
@@ -221,17 +212,17 @@ def city_dashboard(site: Site) -> dash.Dashboard:
         .with_target(InfluxQL(intensity).ref_id("A").table())
         .with_transformation(
             organize(
-                rename={
-                    "enterprise": "企业 enterprise",
-                    "county": "区县 county",
-                    "industry": "行业 industry",
-                    "intensity": "强度 tce/万元",
-                    "reference": "省参考 reference tce/万元",
-                    "ratio": "比值 ratio",
-                    "rank": "行业排名 rank",
-                    "peers": "同行数 peers",
-                    "completeness": "完整率 completeness (0-1)",
-                }
+                rename=columns(
+                    "enterprise",
+                    "county",
+                    "industry",
+                    intensity="强度 tce/万元",
+                    reference="省参考 reference tce/万元",
+                    ratio="比值 ratio",
+                    rank="行业排名 rank",
+                    peers="同行数 peers",
+                    completeness="完整率 completeness (0-1)",
+                )
             )
         )
     )

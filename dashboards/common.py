@@ -33,8 +33,10 @@ __all__ = [
     "UNIT_TCE",
     "UNIT_TCO2",
     "base_dashboard",
+    "columns",
     "enterprise_uid",
     "filters",
+    "query_variable",
     "registry_query",
     "title",
 ]
@@ -85,15 +87,24 @@ def county_industry() -> list[str]:
     return [tag_matches("county", "county"), tag_matches("industry", "industry")]
 
 
-def _query_variable(name: str, label: str, query: str, *, multi: bool) -> dash.QueryVariable:
+def query_variable(
+    name: str,
+    label: str,
+    query: str,
+    *,
+    multi: bool,
+    sort: dm.VariableSort = dm.VariableSort.ALPHABETICAL_ASC,
+    refresh: dm.VariableRefresh = dm.VariableRefresh.ON_DASHBOARD_LOAD,
+) -> dash.QueryVariable:
+    """A template variable filled by an InfluxQL ``SHOW TAG VALUES`` query."""
     var = (
         dash.QueryVariable(name)
         .label(label)
         .datasource(INFLUX)
         .query(query)
         .definition(query)
-        .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
-        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .refresh(refresh)
+        .sort(sort)
         .multi(multi)
         .include_all(multi)
     )
@@ -104,13 +115,13 @@ def _query_variable(name: str, label: str, query: str, *, multi: bool) -> dash.Q
 
 
 def county_variable() -> dash.QueryVariable:
-    return _query_variable(
+    return query_variable(
         "county", "区县 County", 'SHOW TAG VALUES FROM "energy" WITH KEY = "county"', multi=True
     )
 
 
 def industry_variable() -> dash.QueryVariable:
-    return _query_variable(
+    return query_variable(
         "industry",
         "行业 Industry",
         'SHOW TAG VALUES FROM "energy" WITH KEY = "industry" WHERE '
@@ -120,7 +131,7 @@ def industry_variable() -> dash.QueryVariable:
 
 
 def enterprise_variable(*, multi: bool) -> dash.QueryVariable:
-    return _query_variable(
+    return query_variable(
         "enterprise",
         "企业 Enterprise",
         'SHOW TAG VALUES FROM "energy" WITH KEY = "enterprise" WHERE '
@@ -130,7 +141,7 @@ def enterprise_variable(*, multi: bool) -> dash.QueryVariable:
 
 
 def carrier_variable() -> dash.QueryVariable:
-    return _query_variable(
+    return query_variable(
         "carrier",
         "能源品种 Carrier",
         'SHOW TAG VALUES FROM "energy" WITH KEY = "carrier" WHERE "carrier" != \'total\'',
@@ -174,6 +185,23 @@ def registry_query(site: Site, ref_id: str = "R") -> testdata.Dataquery:
         .scenario_id("csv_content")
         .csv_content(site.registry_csv())
     )
+
+
+#: Bilingual table headers for the names greenmon's queries return.
+COLUMNS = {
+    "enterprise": "企业 enterprise",
+    "county": "区县 county",
+    "industry": "行业 industry",
+    "rank": "排名 rank",
+    "score": "得分 score",
+    "passed": "结果 result",
+    "class": "分类 class",
+}
+
+
+def columns(*names: str, **extra: str) -> dict[str, str]:
+    """A rename map: the `COLUMNS` headers of `names`, plus `extra` (name=header)."""
+    return {**{n: COLUMNS[n] for n in names}, **extra}
 
 
 def organize(

@@ -300,58 +300,58 @@ def _ytd_query() -> str:
     )
 
 
-def _quota_used(site: Site) -> stat.Panel:
+def _quota_panel(site: Site, name: str, description: str, unit: str,
+                 shape: dm.DataTransformerConfig) -> stat.Panel:  # fmt: skip
+    """This year's double-control energy joined with the registry's quota, then `shape`d."""
     return (
-        stat_panel(
-            title("本年配额使用率", "Quota used this year"),
-            "This year's double-control energy so far as a share of the annual energy quota "
-            "in the registry (relative time now/y). Compare it with the share of the year gone.",
-            "percentunit",
-        )
+        stat_panel(name, description, unit)
         .span(8)
         .height(9)
-        .min(0)
-        .max(1)
-        .thresholds(thresholds((None, "green"), (0.8, "yellow"), (1.0, "red")))
-        .color_mode(cm.BigValueColorMode.BACKGROUND)
         .with_target(InfluxQL(_ytd_query()).ref_id("A").table().datasource(INFLUX))
         .with_target(registry_query(site))
         .with_transformation(join_on_enterprise())
-        .with_transformation(
-            dm.DataTransformerConfig(
-                id_val="calculateField",
-                options={
-                    "mode": "binary",
-                    "binary": {"left": "ytd_tce", "operator": "/", "right": "annual_quota_tce"},
-                    "alias": "配额使用率 quota used",
-                    "replaceFields": True,
-                },
-            )
-        )
+        .with_transformation(shape)
         .time_from("now/y")
     )
 
 
-def _quota_tce(site: Site) -> stat.Panel:
+def _quota_used(site: Site) -> stat.Panel:
+    share = dm.DataTransformerConfig(
+        id_val="calculateField",
+        options={
+            "mode": "binary",
+            "binary": {"left": "ytd_tce", "operator": "/", "right": "annual_quota_tce"},
+            "alias": "配额使用率 quota used",
+            "replaceFields": True,
+        },
+    )
     return (
-        stat_panel(
-            title("本年双控能耗与配额", "Double-control energy this year and the quota"),
-            "This year's double-control energy so far and the annual energy quota in the "
-            "registry (tce).",
-            UNIT_TCE,
+        _quota_panel(
+            site,
+            title("本年配额使用率", "Quota used this year"),
+            "This year's double-control energy so far as a share of the annual energy quota "
+            "in the registry (relative time now/y). Compare it with the share of the year gone.",
+            "percentunit",
+            share,
         )
-        .span(8)
-        .height(9)
-        .with_target(InfluxQL(_ytd_query()).ref_id("A").table().datasource(INFLUX))
-        .with_target(registry_query(site))
-        .with_transformation(join_on_enterprise())
-        .with_transformation(
-            _keep(
-                ["ytd_tce", "annual_quota_tce"],
-                {"ytd_tce": "本年 this year", "annual_quota_tce": "年配额 annual quota"},
-            )
-        )
-        .time_from("now/y")
+        .min(0)
+        .max(1)
+        .thresholds(thresholds((None, "green"), (0.8, "yellow"), (1.0, "red")))
+        .color_mode(cm.BigValueColorMode.BACKGROUND)
+    )
+
+
+def _quota_tce(site: Site) -> stat.Panel:
+    return _quota_panel(
+        site,
+        title("本年双控能耗与配额", "Double-control energy this year and the quota"),
+        "This year's double-control energy so far and the annual energy quota in the "
+        "registry (tce).",
+        UNIT_TCE,
+        _keep(
+            ["ytd_tce", "annual_quota_tce"],
+            {"ytd_tce": "本年 this year", "annual_quota_tce": "年配额 annual quota"},
+        ),
     )
 
 

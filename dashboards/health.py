@@ -19,7 +19,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import dashboard as dm
 
-from greenmon.dashboards.common import INFLUX, base_dashboard, title
+from greenmon.dashboards.common import base_dashboard, query_variable, title
 from greenmon.dashboards.influxql import InfluxQL, tag_matches
 from greenmon.dashboards.panels import bar_gauge, stat_panel, thresholds, time_series
 from greenmon.dashboards.site import Site
@@ -32,18 +32,12 @@ _CLIENT = tag_matches("client_id", "client_id")
 
 
 def client_variable() -> dash.QueryVariable:
-    query = 'SHOW TAG VALUES FROM "greenmon_ingest" WITH KEY = "client_id"'
-    return (
-        dash.QueryVariable("client_id")
-        .label("采集进程 Ingestor")
-        .datasource(INFLUX)
-        .query(query)
-        .definition(query)
-        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(dm.VariableOption(text="All", value="$__all"))
+    return query_variable(
+        "client_id",
+        "采集进程 Ingestor",
+        'SHOW TAG VALUES FROM "greenmon_ingest" WITH KEY = "client_id"',
+        multi=True,
+        refresh=dm.VariableRefresh.ON_TIME_RANGE_CHANGED,
     )
 
 

@@ -22,11 +22,12 @@ from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import dashboard as dm
 
 from greenmon.dashboards.common import (
-    INFLUX,
     base_dashboard,
+    columns,
     county_variable,
     industry_variable,
     organize,
+    query_variable,
     title,
 )
 from greenmon.dashboards.influxql import InfluxQL, tag_matches
@@ -52,15 +53,12 @@ def _where(*extra: str) -> str:
 
 
 def year_variable() -> dash.QueryVariable:
-    query = 'SHOW TAG VALUES FROM "screening" WITH KEY = "year"'
-    return (
-        dash.QueryVariable("year")
-        .label("年度 Year")
-        .datasource(INFLUX)
-        .query(query)
-        .definition(query)
-        .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
-        .sort(dm.VariableSort.NUMERICAL_DESC)
+    return query_variable(
+        "year",
+        "年度 Year",
+        'SHOW TAG VALUES FROM "screening" WITH KEY = "year"',
+        multi=False,
+        sort=dm.VariableSort.NUMERICAL_DESC,
     )
 
 
@@ -144,14 +142,7 @@ def screening_dashboard(site: Site) -> dash.Dashboard:
             .with_target(InfluxQL(candidates).table())
             .with_transformation(
                 organize(
-                    rename={
-                        "enterprise": "企业 enterprise",
-                        "county": "区县 county",
-                        "industry": "行业 industry",
-                        "rank": "排名 rank",
-                        "score": "得分 score",
-                        "passed": "结果 result",
-                    }
+                    rename=columns("enterprise", "county", "industry", "rank", "score", "passed")
                 )
             )
         )
@@ -169,14 +160,7 @@ def screening_dashboard(site: Site) -> dash.Dashboard:
             .with_target(InfluxQL(classes).table())
             .with_transformation(
                 organize(
-                    rename={
-                        "enterprise": "企业 enterprise",
-                        "county": "区县 county",
-                        "industry": "行业 industry",
-                        "class": "分类 class",
-                        "score": "得分 score",
-                        "rank": "排名 rank",
-                    }
+                    rename=columns("enterprise", "county", "industry", "class", "score", "rank")
                 )
             )
         )
