@@ -183,7 +183,9 @@ def push_cmd(
     registry gets a folder with its own detail dashboard and a team `greenmon-<id>` with View
     on it alone; add an energy manager to their team in Grafana and they see only their plant.
 
-    Example: `greenmon dashboards push --grafana-url http://localhost:3000 --registry fleet`
+    It needs a running Grafana (there is none in the test environment, so this line is not
+    a runnable example): `greenmon dashboards push --grafana-url http://localhost:3000
+    --registry fleet --per-enterprise`
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
