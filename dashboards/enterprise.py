@@ -4,8 +4,7 @@ enterprise) watches.
 Panels, and the question each answers:
 
 - *Power or flow per boundary meter* (one panel per carrier): how hard each meter at the plant's
-  boundary is drawing now, as the 15-minute windows' quantity per hour (kW for kWh meters,
-  m³/h for gas meters, ...);
+  boundary is drawing, as each hour's mean rate (kW for kWh meters, m³/h for gas meters, ...);
 - *Daily energy by carrier*: how much of each energy carrier the plant used per day (tce),
   with the double-control figure beside the total;
 - *Sub-meter breakdown*: where inside the plant the energy went over the range (sub-meters,
@@ -112,16 +111,19 @@ def _carrier_units(site: Site) -> dict[str, list[str]]:
 
 def _power_panel(carrier: str, units: list[str]) -> timeseries.Panel:
     unit, label = rate_unit(units)
+    # Hourly windows: the aggregator writes per-meter 1h, 1d and 1mo windows by default
+    # ([aggregate] meter_windows); an hour's quantity is the hour's mean rate.
     query = (
-        'SELECT "quantity" * 4 AS "rate" FROM "meter_energy" WHERE "window" = \'15m\' AND '
+        'SELECT "quantity" AS "rate" FROM "meter_energy" WHERE "window" = \'1h\' AND '
         f"\"role\" = 'boundary' AND {_ENT} AND \"carrier\" = '{carrier}' AND "
         f'{tag_matches("carrier", "carrier")} AND $timeFilter GROUP BY "meter"'
     )
     return (
         time_series(
             title(f"边界表计 {carrier}", f"Power or flow per boundary meter: {carrier} ({label})"),
-            f"Each {carrier} boundary meter's consumption per 15-minute window, per hour "
-            f"({label}): the mean rate over the window. Empty when the enterprise has no "
+            f"Each {carrier} boundary meter's consumption per hour ({label}): its mean rate "
+            "over each hour (the aggregator's hourly meter windows). Empty when the enterprise "
+            "has no "
             f"{carrier} meter or `carrier` leaves it out.",
             unit,
         )

@@ -150,8 +150,16 @@ def day(influx_url: str, fleet_dir: Path, site: Site) -> Iterator[Day]:
     client.query_json(f'CREATE DATABASE "{database}"')
     body = format_lines(table.columns(readings))
     client.write_body(body, body.count(b"\n"), precision="ns")
+    # 15-minute meter windows too (not a default), to compare the capacity rule with them.
+    opts = default_options(meter_windows=("15m", "1h", "1d", "1mo"))
     result = run_range(
-        client, registry, DAY_START, DAY_START + timedelta(days=1), default_options(), partial=True
+        client,
+        registry,
+        DAY_START,
+        DAY_START + timedelta(days=1),
+        opts,
+        partial=True,
+        keep=("meter_energy", "energy", "intensity"),
     )
     metrics = IngestMetrics()
     stats = []
