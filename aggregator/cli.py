@@ -149,6 +149,7 @@ def aggregate_cmd(
     from greenmon.influx import InfluxClient
     from greenmon.registry import load_registry
     from greenmon.registry_watch import RegistryWatcher
+    from greenmon.retention import complete_since, ensure_quietly
 
     wanted = _windows(windows, "--windows", WINDOWS)
     per_meter = (
@@ -175,6 +176,7 @@ def aggregate_cmd(
         meter_windows=per_meter,
     )
     client = InfluxClient.from_settings(settings)
+    layout = ensure_quietly(client, settings)  # the database and its retention policies exist
     try:
         if follow:
             assert watcher is not None
@@ -192,6 +194,16 @@ def aggregate_cmd(
         hi = parse_moment(end, tz, "--to") if end else None
         if lo is not None and hi is not None and hi <= lo:
             raise ConfigError("--to must be after --from")
+        # Raw readings older than their retention are gone: recomputing from before then
+        # would overwrite the results with sums of what is left.
+        kept = complete_since(layout, settings)
+        if lo is not None and kept is not None and lo < kept:
+            raise ConfigError(
+                f"--from {start}: raw readings are complete only from "
+                f"{next_day(kept, tz):%Y-%m-%d} on (retention policy "
+                f"{settings.retention.raw_policy or 'default'}); the results before that stay "
+                "as they are"
+            )
         if lo is None or hi is None:  # the range the data spans, in whole local days
             bounds = reading_bounds(client)
             if bounds is None:
@@ -199,6 +211,8 @@ def aggregate_cmd(
                     f"no readings in database '{settings.database}' and no --from/--to given"
                 )
             lo = lo or local_day_start(bounds[0], tz)
+            if kept is not None and lo < kept:
+                lo = next_day(kept, tz)
             hi = hi or next_day(bounds[1], tz)
             if hi <= lo:
                 raise ConfigError("--to must be after --from (and after the oldest reading)")

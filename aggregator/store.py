@@ -119,7 +119,7 @@ def read_readings(
     for i in range(steps):
         hi = min(end, lo + chunk)
         df = client.query(
-            f'SELECT "value" FROM "{READINGS}" '
+            f'SELECT "value" FROM {client.source(READINGS)} '
             f'WHERE time >= {_ms(lo)}ms AND time < {_ms(hi)}ms{which} GROUP BY "meter"',
             epoch="ms",
             schema_overrides=_VALUE,
@@ -152,8 +152,8 @@ def edge_readings(
     for where, order in ((f"time < {_ms(start)}ms", " ORDER BY time DESC"),
                          (f"time >= {_ms(end)}ms", "")):  # fmt: skip
         df = client.query(
-            f'SELECT "value" FROM "{READINGS}" WHERE {where}{which} GROUP BY "meter"{order} '
-            f"LIMIT {per_meter}",
+            f'SELECT "value" FROM {client.source(READINGS)} WHERE {where}{which} '
+            f'GROUP BY "meter"{order} LIMIT {per_meter}',
             epoch="ms",
             schema_overrides=_VALUE,
         )
@@ -166,7 +166,7 @@ def reading_bounds(client: InfluxClient) -> tuple[datetime, datetime] | None:
     """Device times of the oldest and the newest reading, or None when there are none."""
     bounds: list[int] = []
     for fn in ("first", "last"):
-        df = client.query(f'SELECT {fn}("value") FROM "{READINGS}"', epoch="ms")
+        df = client.query(f'SELECT {fn}("value") FROM {client.source(READINGS)}', epoch="ms")
         if not df.height:
             return None
         bounds.append(int(df.get_column("time")[0]))
@@ -176,7 +176,7 @@ def reading_bounds(client: InfluxClient) -> tuple[datetime, datetime] | None:
 def day_counts(client: InfluxClient, since: datetime, tz: str) -> dict[datetime, int]:
     """Readings per local day from `since` on (what follow mode compares to spot late data)."""
     df = client.query(
-        f'SELECT count("value") FROM "{READINGS}" WHERE time >= {_ms(since)}ms '
+        f'SELECT count("value") FROM {client.source(READINGS)} WHERE time >= {_ms(since)}ms '
         f"GROUP BY time(1d) tz('{tz}')",
         epoch="ms",
     )

@@ -23,7 +23,7 @@ from greenmon.cli_common import (
 )
 from greenmon.config import Settings
 from greenmon.dashboards.cli import register as register_dashboards
-from greenmon.deploy.cli import services_app
+from greenmon.deploy.cli import db_app, services_app
 from greenmon.ingest.cli import register as register_ingest
 from greenmon.ingest.cli import register_bench as register_ingest_bench
 from greenmon.simulators.cli import register as register_simulate
@@ -41,6 +41,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(services_app, name="services")
+app.add_typer(db_app, name="db")
 register_simulate(app)
 register_ingest(app)
 register_aggregate(app)

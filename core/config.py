@@ -114,6 +114,40 @@ class GrafanaSettings(BaseModel):
         return _check_url(v, ("http", "https"), "grafana.url")
 
 
+# The aggregator recomputes a month from raw readings when late data for one of its days
+# arrives (up to its 40-day follow horizon later): raw readings must outlive that.
+MIN_RAW_DAYS = 92
+
+
+class RetentionSettings(BaseModel):
+    """`[retention]`: how long InfluxDB keeps what; `greenmon db init` applies it (1.x)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Retention policy of raw `meter_reading`; "" keeps them in the database's default one.
+    raw_policy: str = Field(default="raw", pattern=r"^[A-Za-z0-9_-]*$", max_length=64)
+    raw_days: int = Field(default=1096, ge=0)  # 0 = forever
+    # The database's default policy: the aggregator's windows, alerts, screening, ...
+    results_days: int = Field(default=0, ge=0)  # 0 = forever
+
+    @field_validator("raw_days")
+    @classmethod
+    def _raw_days(cls, v: int) -> int:
+        if 0 < v < MIN_RAW_DAYS:
+            raise ValueError(
+                f"must be 0 (forever) or at least {MIN_RAW_DAYS}: the aggregator recomputes "
+                "a whole month from raw readings when late data arrives"
+            )
+        return v
+
+    @field_validator("results_days")
+    @classmethod
+    def _results_days(cls, v: int) -> int:
+        if 0 < v < 366:
+            raise ValueError("must be 0 (forever) or at least 366: results are kept for years")
+        return v
+
+
 class Settings(BaseSettings):
     """Every setting greenmon's kernel knows; stage settings live in nested sections."""
 
@@ -150,6 +184,7 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
 
     ingest: IngestSettings = IngestSettings()
+    retention: RetentionSettings = RetentionSettings()
     aggregate: AggregateSettings = AggregateSettings()
     grafana: GrafanaSettings = GrafanaSettings()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from greenmon.aggregator.energy import ROLE_SIGN
 from greenmon.config import Settings
 from greenmon.errors import GreenmonError
 from greenmon.influx import InfluxClient
+from greenmon.retention import policies_of
 
 Say = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -115,12 +117,14 @@ def run_demo(
         + ", ".join(f"{k} {v}" for k, v in sorted(plan.counts.items()) if v)
     )
 
-    client = InfluxClient(services.influx_url, opts.database)
+    client = InfluxClient(services.influx_url, opts.database, policies=policies_of(settings))
     client.drop_database()
     client.ensure_database()
     client_id = f"greenmon-demo-{opts.database}"
     _clean_session(services.mqtt_url, client_id)
-    ingestor = IngestorProcess(services, fleet_dir, opts.database, client_id, work)
+    # Simulated history: its raw readings are kept for good, however old they get.
+    history = {"GREENMON_RETENTION__RAW_DAYS": "0"}
+    ingestor = IngestorProcess(services, fleet_dir, opts.database, client_id, work, env=history)
     follower: subprocess.Popen[bytes] | None = None
     follow_log = (work / "aggregate-follow.log").open("wb")
     try:
@@ -135,6 +139,7 @@ def run_demo(
             ],
             stdout=follow_log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **history},
         )  # fmt: skip
         say("streaming through MQTT (QoS 1) while the ingestor and aggregate --follow run")
         total = plan.messages.height

@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -428,6 +429,7 @@ class InfluxClient:
         gzip: bool | None = None,
         on_retry: RetryCallback | None = None,
         transport: httpx.BaseTransport | None = None,
+        policies: Mapping[str, str] | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -455,6 +457,9 @@ class InfluxClient:
         # both sides (measured with `greenmon bench ingest`), so "auto" leaves it off there.
         self.gzip = gzip if gzip is not None else not _is_loopback(parts.hostname)
         self.on_retry = on_retry
+        # Measurement -> retention policy it lives in (`greenmon.retention`); any other
+        # measurement lives in the database's default policy.
+        self.policies: Mapping[str, str] = MappingProxyType(dict(policies or {}))
         self.stats = InfluxStats()
         self._closed = threading.Event()
         auth: httpx.Auth | None = None
@@ -489,17 +494,28 @@ class InfluxClient:
             settings = resolve_local_services(settings, need_mqtt=False, need_influx=True)
         if settings.influx_url is None:  # resolve_local_services raises first; for type checkers
             raise ConfigError("no influx_url configured")
+        from greenmon.retention import policies_of
+
         return cls(
             settings.influx_url,
             settings.database,
             username=settings.influx_username,
             password=settings.influx_password,
             token=settings.influx_token,
-            **{"gzip": settings.influx_gzip, **options},
+            **{"gzip": settings.influx_gzip, "policies": policies_of(settings), **options},
         )
 
     def __repr__(self) -> str:
         return f"InfluxClient(url={self.url!r}, database={self.database!r}, auth={self._auth_kind})"
+
+    def policy(self, measurement: str) -> str | None:
+        """The retention policy `measurement` lives in; None: the database's default one."""
+        return self.policies.get(measurement)
+
+    def source(self, measurement: str) -> str:
+        """`measurement` for an InfluxQL FROM clause, qualified by its retention policy."""
+        rp = self.policies.get(measurement)
+        return f"{quote_ident(rp)}.{quote_ident(measurement)}" if rp else quote_ident(measurement)
 
     def __enter__(self) -> InfluxClient:
         return self
@@ -513,12 +529,15 @@ class InfluxClient:
         self._http.close()
 
     # -- writing ------------------------------------------------------------------------------
-    def write(self, lines: Iterable[str] | str, precision: str = "ns") -> int:
+    def write(
+        self, lines: Iterable[str] | str, precision: str = "ns", *, rp: str | None = None
+    ) -> int:
         """Write line protocol in batches of `batch_lines`; returns the number of lines written.
 
         `lines` is a whole body (str) or an iterable of lines (an item holding several lines is
         split, quote-aware). A batch InfluxDB refuses lines of does not stop the rest: at the
-        end `InfluxWriteError` lists every refused line, numbered within this call.
+        end `InfluxWriteError` lists every refused line, numbered within this call. `rp`: the
+        retention policy to write into (None: the database's default).
         """
         self._check_precision(precision)
         source = split_lines(lines) if isinstance(lines, str) else iter_lines(lines)
@@ -529,7 +548,7 @@ class InfluxClient:
         failures: list[InfluxWriteError] = []
         for batch in _batched(source, self.batch_lines):
             try:
-                written += self._write_batch(batch, precision, offset)
+                written += self._write_batch(batch, precision, offset, rp)
             except InfluxWriteError as exc:
                 failures.append(exc)
                 errors.extend(exc.errors)
@@ -552,14 +571,18 @@ class InfluxClient:
             ) from failures[0]
         return written
 
-    def write_batch(self, body_lines: list[str], precision: str = "ns") -> int:
+    def write_batch(
+        self, body_lines: list[str], precision: str = "ns", *, rp: str | None = None
+    ) -> int:
         """Write `body_lines` (one line each) in exactly one request; returns the line count."""
         self._check_precision(precision)
         if not body_lines:
             return 0
-        return self._write_batch(body_lines, precision, 0)
+        return self._write_batch(body_lines, precision, 0, rp)
 
-    def write_body(self, body: bytes, lines: int, precision: str = "ns") -> int:
+    def write_body(
+        self, body: bytes, lines: int, precision: str = "ns", *, rp: str | None = None
+    ) -> int:
         """Write `lines` lines of line protocol, already encoded as UTF-8 and separated (or
         each ended) by newlines, in exactly one request; returns `lines`. For callers that
         build the body without a Python string per line."""
@@ -567,10 +590,12 @@ class InfluxClient:
         if not body:
             return 0
         return self._post_lines(
-            body, lines, precision, 0, lambda: body.decode("utf-8", "replace").splitlines()
+            body, lines, precision, 0, lambda: body.decode("utf-8", "replace").splitlines(), rp
         )
 
-    def _write_batch(self, batch: list[str], precision: str, offset: int) -> int:
+    def _write_batch(
+        self, batch: list[str], precision: str, offset: int, rp: str | None = None
+    ) -> int:
         text = "\n".join(batch)
         try:
             raw = text.encode("utf-8")
@@ -580,7 +605,7 @@ class InfluxClient:
                 f"line {offset + bad + 1} is not valid UTF-8 text",
                 [LineError(offset + bad + 1, batch[bad], "not valid UTF-8 text")],
             ) from None
-        return self._post_lines(raw, len(batch), precision, offset, lambda: batch)
+        return self._post_lines(raw, len(batch), precision, offset, lambda: batch, rp)
 
     def _post_lines(
         self,
@@ -589,6 +614,7 @@ class InfluxClient:
         precision: str,
         offset: int,
         batch: Callable[[], list[str]],
+        rp: str | None = None,
     ) -> int:
         """POST one body of `count` lines; `batch` gives them back as text for error reports."""
         headers = {"Content-Type": "text/plain; charset=utf-8"}
@@ -599,7 +625,7 @@ class InfluxClient:
         resp = self._send(
             "POST",
             "write",
-            params={"db": self.database, "precision": precision},
+            params={"db": self.database, "precision": precision, **({"rp": rp} if rp else {})},
             content=content,
             headers=headers,
         )

@@ -11,6 +11,8 @@ from rich.table import Table
 from greenmon.cli_common import JsonOption, console, print_json, service_options
 from greenmon.config import Settings
 from greenmon.deploy.local import LocalServices
+from greenmon.errors import ConfigError
+from greenmon.retention import RetentionReport
 
 services_app = typer.Typer(
     help="Start, inspect and stop the local Mosquitto and InfluxDB (Debian packages) that "
@@ -61,6 +63,9 @@ def up(
 ) -> None:
     """Start Mosquitto and influxd (if not already running) and wait until both answer.
 
+    Also creates the database (`--database`, default greenmon) with its retention policies,
+    as `greenmon db init` does.
+
     Example: `greenmon services up --runtime-dir .greenmon/dev` then
     `greenmon services status --runtime-dir .greenmon/dev`.
 
@@ -82,11 +87,14 @@ def up(
         require_client_certificate=require_client_cert,
     )
     state = svc.up()
+    # The configured database with its retention policies, as `greenmon db init` makes them.
+    retention = _init_db(settings.model_copy(update={"influx_url": state.influx_url}), False)
     if json_out:
-        print_json(state.model_dump())
+        print_json({**state.model_dump(), "retention": retention.as_dict()})
         return
     console.print(_status_table(svc.status()))
     console.print(f"MQTT:   {state.mqtt_url}\nInflux: {state.influx_url}")
+    _print_retention(retention)
 
 
 @services_app.command("status")
@@ -230,3 +238,102 @@ def dev_tls(
         print_json(result)
     else:
         console.print(f"CA {files.ca_cert}\nbroker certificate {files.server_cert}")
+
+
+# --------------------------------------------------------------------------- db
+
+db_app = typer.Typer(
+    help="The InfluxDB database: its retention policies (how long raw readings and results "
+    "are kept).",
+    no_args_is_help=True,
+)
+
+
+def _init_db(settings: Settings, allow_shorten: bool) -> RetentionReport:
+    from greenmon.influx import InfluxClient
+    from greenmon.retention import ensure_retention
+
+    with InfluxClient.from_settings(settings) as client:
+        return ensure_retention(client, settings, alter=True, allow_shorten=allow_shorten)
+
+
+def _print_retention(r: RetentionReport) -> None:
+    if not r.supported:
+        console.print(
+            f"database {r.database}: this InfluxDB has no retention-policy statements "
+            "(2.x/3.x): create the buckets (2.x) or databases (3.x) "
+            f"{r.database} and {r.database}/raw yourself, see docs/operations.md"
+        )
+        return
+    table = Table("policy", "keeps", "default", "holds", title=f"database {r.database}")
+    held: dict[str, list[str]] = {}
+    for measurement, policy in r.holds.items():
+        held.setdefault(policy, []).append(measurement)
+    for p in r.policies:
+        holds = held.get(p.name, [])
+        if p.default:
+            holds = [*holds, "everything else (results, alerts, ...)"]
+        table.add_row(p.name, p.as_dict()["duration"], "yes" if p.default else "",
+                      ", ".join(holds))  # fmt: skip
+    console.print(table)
+    for action in r.actions:
+        console.print(f"[green]{action}[/]")
+    for note in r.pending:
+        console.print(f"[yellow]{note}[/]")
+
+
+@db_app.command("init")
+@service_options
+def db_init(
+    settings: Settings,
+    raw_days: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep raw meter_reading this many days (0: forever).",
+            show_default="retention.raw_days, 1096",
+        ),
+    ] = None,
+    allow_shorten: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shorten",
+            help="Apply a shorter duration than a policy has now (InfluxDB then deletes what "
+            "is older at its next retention check).",
+        ),
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Create the database and its retention policies (InfluxDB 1.x), or bring them to the
+    settings.
+
+    Raw `meter_reading` goes to the policy `raw`, kept `retention.raw_days` (default 1096
+    days, at least 92); the aggregator's windows, alerts and screening stay in the default
+    policy, kept forever (`retention.results_days`). Idempotent; a policy is never shortened
+    without --allow-shorten. `greenmon services up`, `ingest` and `aggregate` create what is
+    missing by themselves. On InfluxDB 2.x/3.x create buckets/databases instead (see
+    docs/operations.md).
+
+    Example: `greenmon db init` (after `greenmon services up`); to keep raw readings for
+    good, `greenmon db init --raw-days 0 --json`.
+    """
+    from pydantic import ValidationError
+
+    from greenmon.config import RetentionSettings, resolve_local_services
+
+    if raw_days is not None:
+        try:
+            ret = RetentionSettings.model_validate(
+                {**settings.retention.model_dump(), "raw_days": raw_days}
+            )
+        except ValidationError as exc:
+            msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"--raw-days: {msg}") from exc
+        settings = settings.model_copy(update={"retention": ret})
+    settings = resolve_local_services(settings, need_mqtt=False, need_influx=True)
+    report = _init_db(settings, allow_shorten)
+    if json_out:
+        print_json(report.as_dict())
+    else:
+        _print_retention(report)
+    if report.pending:
+        raise typer.Exit(1)

@@ -125,6 +125,7 @@ class LocalServices:
         broker_auth: BrokerAuthFiles | None = None,
         tls: TlsFiles | None = None,
         require_client_certificate: bool = False,
+        retention_check: str = "30m",
     ) -> None:
         if require_client_certificate and tls is None:
             raise ServicesError("require_client_certificate needs TLS files (tls=...)")
@@ -133,6 +134,9 @@ class LocalServices:
         self.broker_auth = broker_auth
         self.tls = tls
         self.require_client_certificate = require_client_certificate
+        # How often influxd deletes what its retention policies no longer keep (its default;
+        # tests of expiry use seconds).
+        self.retention_check = retention_check
         self._procs: dict[str, _Proc] = {}
         self._rpc_port: int | None = None
         state = read_services_state(self.runtime_dir)
@@ -293,7 +297,10 @@ class LocalServices:
             if self._rpc_port is None or _port_open(self._rpc_port):
                 self._rpc_port = free_port()
             text = _template("influxdb.conf").format(
-                http_port=port, rpc_port=self._rpc_port, dir=workdir
+                http_port=port,
+                rpc_port=self._rpc_port,
+                dir=workdir,
+                retention_check=self.retention_check,
             )
             path = workdir / "influxdb.conf"
         path.write_text(text, encoding="utf-8")

@@ -53,13 +53,14 @@ from typing import Any
 
 import httpx
 
-from greenmon.config import IngestSettings
+from greenmon.config import IngestSettings, load_settings
 from greenmon.deploy.local import LocalServices, find_binary
 from greenmon.errors import GreenmonError
 from greenmon.influx import InfluxClient
 from greenmon.ingest.codec import encode_batch, encode_single, topic_for
 from greenmon.ingest.process import IngestorProcess
 from greenmon.lineprotocol import escape_tag
+from greenmon.retention import policies_of
 
 ENTERPRISE = "EB001"
 GATEWAY = "gw-bench"
@@ -349,7 +350,7 @@ def influx_limit(influx_url: str, database: str, lines: list[str], cfg: BenchCon
 
 
 def _count(client: InfluxClient) -> int:
-    df = client.query("SELECT count(value) FROM meter_reading")
+    df = client.query(f"SELECT count(value) FROM {client.source('meter_reading')}")
     return int(df.get_column("count")[0]) if df.height else 0
 
 
@@ -736,7 +737,9 @@ def run_bench(cfg: BenchConfig, progress: Progress = lambda _msg: None) -> Bench
                     )
                 )
             database = f"bench_greenmon_{wl.per_message}"
-            dbc = InfluxClient(services.influx_url, database)
+            # Where the ingestor child writes raw readings: the retention layout it reads from
+            # the same environment.
+            dbc = InfluxClient(services.influx_url, database, policies=policies_of(load_settings()))
             dbc.drop_database()
             client_id = f"bench-ingest-{wl.per_message}"
             ingestor = IngestorProcess(services, registry, database, client_id, scratch)

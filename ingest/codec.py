@@ -55,6 +55,7 @@ class RejectReason(StrEnum):
     UNIT_MISMATCH = "unit_mismatch"
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    BEYOND_RETENTION = "beyond_retention"
 
 
 class Reading(NamedTuple):
@@ -89,6 +90,15 @@ class DecodeLimits:
     max_payload_bytes: int = 256 * 1024
     max_readings: int = 5000
     max_future_skew_s: float = 300.0
+    # Readings older than this are refused (InfluxDB would drop them: they are beyond the
+    # raw readings' retention policy); None: no limit.
+    max_age_s: float | None = None
+
+    def min_ts_ms(self, now_ms: int) -> int:
+        """The oldest timestamp accepted at `now_ms`."""
+        if self.max_age_s is None:
+            return MIN_TS_MS
+        return max(MIN_TS_MS, now_ms - int(self.max_age_s * 1000))
 
 
 class MeterLookup(Protocol):
@@ -192,6 +202,7 @@ def decode(
         msg_ts_ms = parse_ts_ms(msg_ts_raw)
         msg_ts_bad = msg_ts_ms is None
     max_ms = now_ms + int(limits.max_future_skew_s * 1000)
+    min_ms = limits.min_ts_ms(now_ms)
 
     readings: list[Reading] = []
     rejections: list[Rejection] = []
@@ -212,12 +223,12 @@ def decode(
                 and item.get("unit", info.unit) == info.unit
             ):
                 ts = item.get("ts", msg_ts_ms)
-                if type(ts) is int and MIN_TS_MS <= ts <= max_ms:
+                if type(ts) is int and min_ms <= ts <= max_ms:
                     readings.append(
                         Reading(enterprise, meter_id, info.carrier, value, ts * _NS_PER_MS)
                     )
                     continue
-        r = _decode_one(item, i, enterprise, registry, msg_ts_ms, msg_ts_bad, max_ms)
+        r = _decode_one(item, i, enterprise, registry, msg_ts_ms, msg_ts_bad, max_ms, min_ms)
         if isinstance(r, Reading):
             readings.append(r)
         else:
@@ -233,6 +244,7 @@ def _decode_one(
     msg_ts_ms: int | None,
     msg_ts_bad: bool,
     max_ms: int,
+    min_ms: int = MIN_TS_MS,
 ) -> Reading | Rejection:
     if not isinstance(item, dict):
         return Rejection(RejectReason.BAD_SHAPE, "reading is not a JSON object", index=i)
@@ -305,6 +317,13 @@ def _decode_one(
         return Rejection(
             RejectReason.FUTURE_TIMESTAMP,
             f"ts {ts_ms} ms is {(ts_ms - max_ms) // 1000}s beyond the allowed skew",
+            meter_id,
+            i,
+        )
+    if ts_ms < min_ms:
+        return Rejection(
+            RejectReason.BEYOND_RETENTION,
+            f"ts {ts_ms} ms is older than the raw readings are kept (from {min_ms} ms on)",
             meter_id,
             i,
         )

@@ -100,6 +100,7 @@ def replay_cmd(
     from greenmon.influx import InfluxClient
     from greenmon.ingest.replay import dead_letter_paths, limits_of, replay
     from greenmon.registry import load_registry
+    from greenmon.retention import ensure_quietly
 
     reasons = _reasons(reason)
     moment = parse_since(since, settings.timezone)
@@ -111,6 +112,7 @@ def replay_cmd(
     if not dry_run:
         settings = resolve_local_services(settings, need_mqtt=False, need_influx=True)
         client = InfluxClient.from_settings(settings)
+        ensure_quietly(client, settings)
     seen = 0
     try:
         with err_console.status("replaying dead letters", spinner="dots") as status:
@@ -125,7 +127,7 @@ def replay_cmd(
                 files,
                 registry,
                 limits_of(settings),
-                client.write_body if client is not None else None,
+                _writer(client) if client is not None else None,
                 reasons=reasons,
                 since=moment,
                 progress=progress,
@@ -156,6 +158,14 @@ def replay_cmd(
         console.print(t)
     for why, n in report.unreplayable.items():
         console.print(f"not replayable: {n:,} ({why})")
+
+
+def _writer(client: Any) -> Any:
+    """Raw readings go to their retention policy (the replay made sure it exists)."""
+    from greenmon.retention import READINGS
+
+    rp = client.policy(READINGS)
+    return lambda body, lines: client.write_body(body, lines, rp=rp)
 
 
 def dead_letters_cmd(

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import msgspec
 import orjson
 
-from greenmon.ingest.codec import MIN_TS_MS, DecodeLimits, Reading, parse_topic, parse_ts_ms
+from greenmon.ingest.codec import DecodeLimits, Reading, parse_topic, parse_ts_ms
 from greenmon.lineprotocol import escape_measurement, escape_tag
 from greenmon.registry import MeterInfo
 
@@ -160,6 +160,7 @@ def plain_readings(
         return None
     # The same reading of the document as `codec.decode`: `readings` wins over `meter`.
     max_ms = now_ms + int(limits.max_future_skew_s * 1000)
+    min_ms = limits.min_ts_ms(now_ms)
     items: list[_Reading]
     msg_ts_raw: Any = None
     if isinstance(doc.readings, list):
@@ -177,7 +178,7 @@ def plain_readings(
     msg_suffix: bytes | None = None  # of a usable message ts, for readings without their own
     if msg_ts_raw is not None:
         ms = parse_ts_ms(msg_ts_raw)
-        if ms is not None and ms <= max_ms:
+        if ms is not None and min_ms <= ms <= max_ms:
             msg_ms, msg_suffix = ms, ts_suffix(ms)
 
     prefixes: list[bytes] = []
@@ -197,8 +198,8 @@ def plain_readings(
                 return None
             add_suffix(msg_suffix)
         else:
-            ms = raw if type(raw) is int and raw >= MIN_TS_MS else parse_ts_ms(raw)
-            if ms is None or ms > max_ms:
+            ms = raw if type(raw) is int and raw >= min_ms else parse_ts_ms(raw)
+            if ms is None or ms > max_ms or ms < min_ms:
                 return None
             if ms > hi:
                 hi = ms

@@ -73,6 +73,7 @@ class Pipeline:
     ) -> None:
         self._decoding = _Decoding(registry, SeriesTable(registry.meter_infos()))
         self.client = client
+        self._rp = client.policy(MEASUREMENT)  # the raw readings' retention policy
         self.spool = spool
         self.dead_letters = dead_letters
         self.metrics = metrics
@@ -169,7 +170,7 @@ class Pipeline:
             if not self._influx_down.is_set():
                 t0 = time.perf_counter()
                 try:
-                    self.client.write_body(body, lines)
+                    self.client.write_body(body, lines, rp=self._rp)
                 except InfluxWriteError as exc:
                     # InfluxDB refused a line for good (400): keep it as a dead letter; the
                     # other lines of the batch were written (1.x writes them, "partial write").
@@ -215,7 +216,7 @@ class Pipeline:
                 self._stop.wait(0.2)
                 continue
             try:
-                self.client.write_body(rec.payload, _line_count(rec.payload))
+                self.client.write_body(rec.payload, _line_count(rec.payload), rp=self._rp)
             except InfluxWriteError as exc:
                 self.dead_letters.add_raw("influx_rejected", str(exc), MEASUREMENT, "")
                 self.dead_letters.flush()

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,19 @@ class IngestorProcess:
     """`greenmon ingest` as a child process, with its /metrics endpoint read for progress."""
 
     def __init__(
-        self, services: LocalServices, registry: Path, database: str, client_id: str, workdir: Path
+        self,
+        services: LocalServices,
+        registry: Path,
+        database: str,
+        client_id: str,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.metrics_port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{client_id}.log"
         self.log = self.log_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [
                 sys.executable,

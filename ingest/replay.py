@@ -26,15 +26,23 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 from greenmon.config import Settings
-from greenmon.ingest.codec import DecodeLimits, Reading, RejectReason, decode
+from greenmon.ingest.codec import (
+    Decoded,
+    DecodeLimits,
+    Reading,
+    Rejection,
+    RejectReason,
+    decode,
+)
 from greenmon.ingest.deadletter import Letter, letter_files, read_letters
 from greenmon.ingest.fastpath import SeriesTable, format_lines
 from greenmon.registry import Registry
+from greenmon.retention import raw_max_age_s
 
 WRITTEN = "written"
 FAILED = "failed"
@@ -55,6 +63,7 @@ def limits_of(settings: Settings) -> DecodeLimits:
         max_payload_bytes=ing.max_payload_bytes,
         max_readings=ing.max_readings_per_message,
         max_future_skew_s=ing.max_future_skew_s,
+        max_age_s=raw_max_age_s(settings),
     )
 
 
@@ -122,10 +131,15 @@ class Verdict:
 
 
 def judge(
-    letter: Letter, pending: Iterable[int | None], registry: Registry, limits: DecodeLimits
+    letter: Letter,
+    pending: Iterable[int | None],
+    registry: Registry,
+    limits: DecodeLimits,
+    now_ms: int | None = None,
 ) -> Verdict:
     """Decode `letter` again; settle its `pending` rejections (by reading index, None = the
-    whole message). Pure."""
+    whole message). Pure. The letter is judged as of its arrival, but for its age: a reading
+    must still be within `limits.max_age_s` at `now_ms` (InfluxDB would drop it)."""
     v = Verdict()
     if letter.kind != "message":
         v.unreplayable = "refused by InfluxDB after decoding"
@@ -133,7 +147,11 @@ def judge(
     if letter.payload is None:
         v.unreplayable = "only an excerpt was kept (an oversized payload, or format 1)"
         return v
-    out = decode(letter.topic, letter.payload, registry, int(letter.time * 1000), limits)
+    arrival = replace(limits, max_age_s=None)
+    out = decode(letter.topic, letter.payload, registry, int(letter.time * 1000), arrival)
+    oldest = None if now_ms is None or limits.max_age_s is None else limits.min_ts_ms(now_ms)
+    if oldest is not None:
+        out = _too_old(out, oldest)
     whole = [r for r in out.rejections if r.index is None]
     by_index = {r.index: r for r in out.rejections if r.index is not None}
     # decode keeps the readings' order, so the accepted ones fill the indexes not rejected.
@@ -160,6 +178,33 @@ def judge(
             else:
                 v.failed.append((key, now.reason.value, now.detail))
     return v
+
+
+def _too_old(out: Decoded, oldest_ms: int) -> Decoded:
+    """`out` with the readings older than `oldest_ms` turned into rejections (at their
+    index: the accepted readings fill the indexes not rejected, in order)."""
+    if all(r.ts_ns // 1_000_000 >= oldest_ms for r in out.readings):
+        return out
+    taken = {r.index for r in out.rejections}
+    readings: list[Reading] = []
+    rejections = list(out.rejections)
+    index = 0
+    for r in out.readings:
+        while index in taken:
+            index += 1
+        if r.ts_ns // 1_000_000 < oldest_ms:
+            rejections.append(
+                Rejection(
+                    RejectReason.BEYOND_RETENTION,
+                    f"ts {r.ts_ns // 1_000_000} ms is older than the raw readings are kept",
+                    r.meter,
+                    index,
+                )
+            )
+        else:
+            readings.append(r)
+        index += 1
+    return Decoded(readings, rejections)
 
 
 # -- replay --------------------------------------------------------------------------------
@@ -275,7 +320,7 @@ def _replay_one(
     if not pending:
         return
     report.letters += 1
-    v = judge(letter, pending, registry, limits)
+    v = judge(letter, pending, registry, limits, now_ms=int(time.time() * 1000))
     if v.unreplayable is not None:
         report.unreplayable[v.unreplayable] += len(pending)
         return

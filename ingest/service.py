@@ -24,6 +24,7 @@ from greenmon.ingest.pipeline import Pipeline
 from greenmon.ingest.spool import Spool
 from greenmon.registry import Registry
 from greenmon.registry_watch import RegistryWatcher
+from greenmon.retention import ensure_quietly, raw_max_age_s
 
 log = logging.getLogger("greenmon.ingest")
 
@@ -60,10 +61,9 @@ class Ingestor:
         # Short retries on the hot path: if InfluxDB does not answer quickly, the batch goes
         # to the spool and the replay thread keeps trying.
         self.client = InfluxClient.from_settings(settings, max_retries=2, backoff_cap=0.5)
-        try:
-            self.client.ensure_database()
-        except InfluxError as exc:
-            log.warning("could not create database %s now (%s); continuing", settings.database, exc)
+        # The database and its retention policies (the raw readings' one must exist before
+        # anything is written into it); differences from the settings are only logged.
+        ensure_quietly(self.client, settings)
         self.spool = Spool(spool_dir, max_bytes=ing.spool_max_bytes)
         if self.spool.depth_records:
             log.warning(
@@ -84,6 +84,7 @@ class Ingestor:
                 max_payload_bytes=ing.max_payload_bytes,
                 max_readings=ing.max_readings_per_message,
                 max_future_skew_s=ing.max_future_skew_s,
+                max_age_s=raw_max_age_s(settings),
             ),
             batch_lines=ing.batch_lines,
             batch_age_s=ing.batch_age_ms / 1000,

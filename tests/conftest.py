@@ -8,6 +8,7 @@ Tests that stop, kill or restart a service take `own_services` instead: a privat
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,11 @@ from pathlib import Path
 import pytest
 
 from greenmon.deploy.local import LocalServices
+
+# The suite's data is dated 2025 (fixed, so results are reproducible): keep raw readings for
+# good, or they would be "beyond retention" once 2025 is older than `retention.raw_days`.
+# Commands started by tests inherit this; tests of retention itself set their own.
+os.environ.setdefault("GREENMON_RETENTION__RAW_DAYS", "0")
 
 
 @pytest.fixture(scope="session")

@@ -131,7 +131,7 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("GREENMON_") or k in _OWN_ENV}
 
 
-_OWN_ENV = {"GREENMON_INGEST__METRICS_PORT"}
+_OWN_ENV = {"GREENMON_INGEST__METRICS_PORT", "GREENMON_RETENTION__RAW_DAYS"}  # see conftest
 
 
 def run_example(line: str, cwd: Path, log: Path) -> None:

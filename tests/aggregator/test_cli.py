@@ -11,9 +11,9 @@ import pytest
 
 from greenmon.aggregator.cli import parse_duration, parse_moment
 from greenmon.errors import ConfigError
-from greenmon.influx import InfluxClient
 from greenmon.lineprotocol import format_line
 from tests.ingest.support import GREENMON
+from tests.ingest.support import client as support_client
 
 
 @pytest.mark.parametrize(
@@ -97,9 +97,9 @@ def test_points_carry_reference_ids_and_per_meter_windows_follow_the_setting(
         for meter, carrier in (("E0001-EL-MAIN", "electricity"), ("E0001-NG-MAIN", "natural_gas"))
         for i in range(97)
     ]
-    with InfluxClient(influx_url, database) as client:
-        client.ensure_database()
-        client.write(lines)
+    # Raw readings where `greenmon ingest` puts them: the retention layout's policy.
+    with support_client(influx_url, database) as client:
+        client.write(lines, rp=client.policy("meter_reading"))
         try:
             res = subprocess.run(
                 [

@@ -15,8 +15,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from greenmon.config import load_settings
 from greenmon.influx import InfluxClient
 from greenmon.ingest.codec import encode_batch, topic_for
+from greenmon.retention import ensure_retention
 
 REGISTRY = Path(__file__).parent.parent / "data" / "registry"
 GREENMON = shutil.which("greenmon", path=str(Path(sys.executable).parent)) or "greenmon"
@@ -141,9 +143,18 @@ def message(seq: int, per_msg: int) -> tuple[str, bytes, list[tuple[str, int, fl
     return topic_for("E0001", "gw-01"), encode_batch("gw-01", BASE_MS, readings), expected
 
 
+def client(influx_url: str, database: str) -> InfluxClient:
+    """A client that finds raw readings where `greenmon ingest` puts them (the retention
+    layout of the default settings), with that layout created in `database`."""
+    settings = load_settings(influx_url=influx_url, database=database)
+    c = InfluxClient.from_settings(settings)
+    ensure_retention(c, settings, alter=False)
+    return c
+
+
 def stored(influx_url: str, database: str) -> set[tuple[str, int, float]]:
-    with InfluxClient(influx_url, database) as c:
-        df = c.query('SELECT "value" FROM "meter_reading" GROUP BY "meter"')
+    with client(influx_url, database) as c:
+        df = c.query(f'SELECT "value" FROM {c.source("meter_reading")} GROUP BY "meter"')
     if df.is_empty():
         return set()
     return set(zip(df["meter"].to_list(), df["time"].to_list(), df["value"].to_list(),
@@ -154,8 +165,8 @@ def wait_stored(influx_url: str, database: str, n: int, timeout: float = 90) -> 
     deadline = time.monotonic() + timeout
     count = 0
     while time.monotonic() < deadline:
-        with InfluxClient(influx_url, database) as c:
-            df = c.query('SELECT COUNT("value") FROM "meter_reading"')
+        with client(influx_url, database) as c:
+            df = c.query(f'SELECT COUNT("value") FROM {c.source("meter_reading")}')
         count = int(df["count"][0]) if not df.is_empty() else 0
         if count >= n:
             return count

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from greenmon.deploy.local import LocalServices
-from greenmon.influx import InfluxClient
 from greenmon.ingest.codec import DecodeLimits, encode_batch, topic_for
 from greenmon.ingest.deadletter import DeadLetterSink
 from greenmon.ingest.metrics import IngestMetrics
@@ -30,6 +29,7 @@ from tests.ingest.support import (
     stored,
     wait_stored,
 )
+from tests.ingest.support import client as support_client
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +54,7 @@ def test_each_message_is_decoded_against_one_registry_never_a_mix(
     row = "{},E0002,electricity,kWh,register,1,,boundary,false,\n"
     reg_a = load_registry(_registry_with(tmp_path, "a", row.format("E0002-X1")))
     reg_b = load_registry(_registry_with(tmp_path, "b", row.format("E0002-X2")))
-    client = InfluxClient(services.influx_url, database)
-    client.ensure_database()
+    client = support_client(services.influx_url, database)  # raw readings' policy included
     dead = DeadLetterSink(tmp_path / "dead.jsonl")
     acked: list[object] = []
     pipe = Pipeline(

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from greenmon.ingest.deadletter import DeadLetterSink, Letter, letter_files, rea
 from greenmon.ingest.replay import judge, ledger_path, replay, summarize
 from greenmon.registry import Registry, load_registry
 from tests.ingest.support import BASE_MS, GREENMON, REGISTRY, IngestProc, Publisher, stored
+from tests.ingest.support import client as support_client
 
 NEW = "E0002-NG-NEW"
 NEW_ROW = f"{NEW},E0002,natural_gas,m3,register,1,9999999,boundary,false,\n"
@@ -134,6 +136,11 @@ def test_judge_a_whole_message_refused(
 # -- replay on the real InfluxDB -----------------------------------------------------------
 
 
+def _writer(client: InfluxClient) -> Callable[[bytes, int], object]:
+    rp = client.policy("meter_reading")
+    return lambda body, lines: client.write_body(body, lines, rp=rp)
+
+
 def test_replay_writes_exactly_once_and_marks_what_it_did(
     services: LocalServices, database: str, registries: tuple[Registry, Registry], tmp_path: Path
 ) -> None:
@@ -144,8 +151,8 @@ def test_replay_writes_exactly_once_and_marks_what_it_did(
     messages.append((TOPIC, _msg({"meter": "E0002-NOPE", "value": 1.0})))
     letters = _letters(tmp_path, messages, old)
     assert len(letters) == 9
-    with InfluxClient(services.influx_url, database) as client:
-        client.ensure_database()
+    with support_client(services.influx_url, database) as client:
+        write = _writer(client)
         dry = replay([dead], new, LIMITS, None)
         assert (dry.written, dict(dry.still_failing), dry.dry_run) == (
             8,
@@ -153,16 +160,16 @@ def test_replay_writes_exactly_once_and_marks_what_it_did(
             True,
         )
         assert not ledger_path(dead).exists() or ledger_path(dead).read_text() == ""
-        first = replay([dead], new, LIMITS, client.write_body)
+        first = replay([dead], new, LIMITS, write)
         assert first.written == 8 and first.by_meter == {NEW: 8}
         assert first.still_failing == {"unknown_meter": 1}
         got = stored(services.influx_url, database)
         assert got == {(NEW, (BASE_MS + i * 900_000) * 10**6, 10.0 + i) for i in range(8)}
-        second = replay([dead], new, LIMITS, client.write_body)
+        second = replay([dead], new, LIMITS, write)
         assert second.written == 0 and second.already_replayed == 8
         assert second.still_failing == {"unknown_meter": 1}  # tried again, still failing
         # Only what is asked for: the failing one is not an `unknown_meter` any more? It is.
-        third = replay([dead], new, LIMITS, client.write_body, reasons=frozenset({"bad_json"}))
+        third = replay([dead], new, LIMITS, write, reasons=frozenset({"bad_json"}))
         assert third.letters == 0
     summary = summarize([dead])
     assert summary["by_reason"] == {"replayed": 8, "unknown_meter": 1}
@@ -179,15 +186,15 @@ def test_replay_since_and_a_reason_that_changed(
     old, new = registries
     dead = tmp_path / "dl.jsonl"
     _letters(tmp_path, [(TOPIC, _msg({"meter": NEW, "value": 1.0, "unit": "kWh"}))], old)
-    with InfluxClient(services.influx_url, database) as client:
-        client.ensure_database()
-        future = replay([dead], new, LIMITS, client.write_body, since=4e9)  # 2096: nothing
+    with support_client(services.influx_url, database) as client:
+        write = _writer(client)
+        future = replay([dead], new, LIMITS, write, since=4e9)  # 2096: nothing
         assert future.letters == 0
-        r = replay([dead], new, LIMITS, client.write_body)
+        r = replay([dead], new, LIMITS, write)
         assert r.still_failing == {"unit_mismatch": 1}
-        assert replay([dead], new, LIMITS, client.write_body,
+        assert replay([dead], new, LIMITS, write,
                       reasons=frozenset({"unknown_meter"})).letters == 0  # fmt: skip
-        assert replay([dead], new, LIMITS, client.write_body,
+        assert replay([dead], new, LIMITS, write,
                       reasons=frozenset({"unit_mismatch"})).letters == 1  # fmt: skip
     assert summarize([dead])["by_reason"] == {"unit_mismatch": 1}
 
@@ -261,6 +268,8 @@ def test_unknown_meter_letters_are_replayed_once_after_it_is_registered(
     listed = _run("ingest", "dead-letters", *common)
     assert listed["by_reason"] == {"replayed": n} and listed["pending"] == 0
     # Exactly once, in InfluxDB too: one point per (meter, time).
-    with InfluxClient(services.influx_url, database) as c:
-        count = c.query(f"SELECT count(value) FROM meter_reading WHERE meter = '{NEW}'")
+    with support_client(services.influx_url, database) as c:
+        count = c.query(
+            f"SELECT count(value) FROM {c.source('meter_reading')} WHERE meter = '{NEW}'"
+        )
     assert count["count"].to_list() == [n]

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 from greenmon.deploy.local import LocalServices
-from greenmon.influx import InfluxClient
 from greenmon.simulators.faults import parse_faults
 from greenmon.simulators.gateways import PublishOptions, publish
 from tests.ingest.support import IngestProc, wait_stored
+from tests.ingest.support import client as support_client
 from tests.simulators.conftest import make_run
 
 pytestmark = pytest.mark.integration
@@ -53,8 +53,10 @@ def test_ingested_points_and_dead_letters_match_the_truth(
         summary = ingest.stop()
     assert summary["written"] == int(run.truth["publishes"].sum())
     assert summary["rejected_by_reason"] == dict(Counter(run.malformed["reason"].to_list()))
-    with InfluxClient(services.influx_url, database) as client:
-        stored = client.query('SELECT "value" FROM "meter_reading" GROUP BY "meter"')
+    with support_client(services.influx_url, database) as client:
+        stored = client.query(
+            f'SELECT "value" FROM {client.source("meter_reading")} GROUP BY "meter"'
+        )
     got = set(zip(stored["meter"].to_list(), (stored["time"] // 1_000_000).to_list(), strict=True))
     want = set(
         zip(sent["meter_id"].to_list(), sent["sent_ts"].dt.epoch("ms").to_list(), strict=True)
