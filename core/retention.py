@@ -43,6 +43,13 @@ def policies_of(settings: Settings) -> dict[str, str]:
     return {READINGS: rp} if rp else {}
 
 
+def source_of(settings: Settings, measurement: str) -> str:
+    """`measurement` for an InfluxQL FROM clause, qualified by its retention policy (what an
+    `InfluxClient` made from `settings` gives; for queries greenmon hands to others)."""
+    rp = policies_of(settings).get(measurement)
+    return f"{quote_ident(rp)}.{quote_ident(measurement)}" if rp else quote_ident(measurement)
+
+
 def raw_max_age_s(settings: Settings) -> float | None:
     """How old a raw reading may be and still be stored (None: any age). An hour short of
     the policy's duration: InfluxDB counts from its own clock, at its own moment."""
@@ -210,4 +217,5 @@ __all__ = [
     "policies_of",
     "raw_max_age_s",
     "show_policies",
+    "source_of",
 ]

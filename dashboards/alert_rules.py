@@ -134,10 +134,10 @@ def _rule(uid: str, name: str) -> alerting.Rule:
     )
 
 
-def silent_rule() -> alerting.Rule:
+def silent_rule(source: str = '"raw"."meter_reading"') -> alerting.Rule:
     readings = (
         'SELECT moving_average(count("value"), 6) * 6 AS "readings_last_hour" '
-        'FROM "meter_reading" WHERE $timeFilter GROUP BY time(10m), "enterprise" fill(0)'
+        f'FROM {source} WHERE $timeFilter GROUP BY time(10m), "enterprise" fill(0)'
     )
     return (
         _rule(SILENT_UID, "企业一小时无数据 Enterprise silent for an hour")
@@ -158,14 +158,14 @@ def silent_rule() -> alerting.Rule:
     )
 
 
-def _power_query(meters: list[MeterRow]) -> str:
+def _power_query(meters: list[MeterRow], source: str) -> str:
     """15-minute mean power (kW) of `meters`, summed."""
     parts = []
     for m in meters:
         k = m.multiplier * float(conversion_factor(m.unit, "kWh")) * 4  # kWh per 15 min -> kW
         value = 'non_negative_difference(last("value"))' if m.kind == "register" else 'sum("value")'
         parts.append(
-            f'(SELECT {value} * {k:.12g} AS "kw" FROM "meter_reading" WHERE '
+            f'(SELECT {value} * {k:.12g} AS "kw" FROM {source} WHERE '
             f'"meter" = {literal(m.meter_id)} AND $timeFilter GROUP BY time(15m))'
         )
     return (
@@ -174,7 +174,9 @@ def _power_query(meters: list[MeterRow]) -> str:
     )
 
 
-def capacity_rule(enterprise: EnterpriseInfo, meters: list[MeterRow]) -> alerting.Rule:
+def capacity_rule(
+    enterprise: EnterpriseInfo, meters: list[MeterRow], source: str = '"raw"."meter_reading"'
+) -> alerting.Rule:
     capacity = enterprise.contracted_capacity_kw
     assert capacity is not None
     return (
@@ -182,7 +184,7 @@ def capacity_rule(enterprise: EnterpriseInfo, meters: list[MeterRow]) -> alertin
             enterprise_uid("greenmon-cap", enterprise.enterprise_id),
             f"超合同容量 Power above contracted capacity: {enterprise.enterprise_id}",
         )
-        .with_query(_query("A", _power_query(meters), 1800))
+        .with_query(_query("A", _power_query(meters, source), 1800))
         .with_query(_reduce("B", "A", "max"))
         .with_query(_threshold("C", "B", "gt", capacity))
         .for_val("0s")
@@ -210,7 +212,7 @@ def capacity_rule(enterprise: EnterpriseInfo, meters: list[MeterRow]) -> alertin
 
 def build_rules(site: Site) -> RuleSet:
     """The group's rules for `site` (the capacity rules need the registry)."""
-    rules = [silent_rule()]
+    rules = [silent_rule(site.readings)]
     skipped: list[str] = []
     for ent in site.enterprises:
         if ent.contracted_capacity_kw is None:
@@ -228,6 +230,6 @@ def build_rules(site: Site) -> RuleSet:
                 "electricity meter in meters.csv"
             )
             continue
-        rules.append(capacity_rule(ent, meters))
+        rules.append(capacity_rule(ent, meters, site.readings))
     encoded = tuple(json.loads(JSONEncoder(sort_keys=True).encode(r.build())) for r in rules)
     return RuleSet(rules=encoded, skipped=tuple(skipped))

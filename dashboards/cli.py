@@ -31,10 +31,14 @@ _AUTH_HELP = (
 def _site(settings: Settings) -> Any:
     from greenmon.dashboards.site import Site
     from greenmon.registry import load_registry
+    from greenmon.retention import source_of
 
+    readings = source_of(settings, "meter_reading")
     if settings.registry is None:
-        return Site(tz=settings.timezone)
-    return Site.from_registry(load_registry(settings.registry), tz=settings.timezone)
+        return Site(tz=settings.timezone, readings=readings)
+    return Site.from_registry(
+        load_registry(settings.registry), tz=settings.timezone, readings=readings
+    )
 
 
 def _auth(settings: Settings, choice: str) -> str:

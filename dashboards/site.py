@@ -68,9 +68,13 @@ class Site:
     enterprises: tuple[EnterpriseInfo, ...] = ()
     meters: tuple[MeterRow, ...] = ()
     registry: str | None = None  # where the rows came from, for messages
+    # Raw readings in InfluxQL, in their retention policy (`greenmon.retention.source_of`).
+    readings: str = '"raw"."meter_reading"'
 
     @classmethod
-    def from_registry(cls, registry: Registry, tz: str = DEFAULT_TZ) -> Site:
+    def from_registry(
+        cls, registry: Registry, tz: str = DEFAULT_TZ, readings: str = '"raw"."meter_reading"'
+    ) -> Site:
         ent = registry.enterprises
         optional = ("latitude", "longitude", "contracted_capacity_kw")
         ent = ent.with_columns(
@@ -112,7 +116,13 @@ class Site:
                 "interval_s",
             ).iter_rows()
         )
-        return cls(tz=tz, enterprises=enterprises, meters=meters, registry=str(registry.root))
+        return cls(
+            tz=tz,
+            enterprises=enterprises,
+            meters=meters,
+            registry=str(registry.root),
+            readings=readings,
+        )
 
     @property
     def has_registry(self) -> bool:
@@ -134,6 +144,7 @@ class Site:
             enterprises=tuple(e for e in self.enterprises if e.enterprise_id == enterprise_id),
             meters=tuple(m for m in self.meters if m.enterprise_id == enterprise_id),
             registry=self.registry,
+            readings=self.readings,
         )
 
     def registry_csv(self) -> str:

@@ -27,7 +27,7 @@ _TOKEN = re.compile(
   | (?P<duration>\d+(?:\.\d+)?(?:ns|u|µ|ms|s|m|h|d|w)\b)
   | (?P<number>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
   | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<op>=~|!~|!=|<>|<=|>=|[=<>*/+\-(),;])
+  | (?P<op>=~|!~|!=|<>|<=|>=|[=<>*/+\-(),;.])
     """,
     re.VERBOSE,
 )
@@ -221,6 +221,14 @@ class _Parser:
                 sel.subqueries.append(self.select())
                 self.expect(")")
             elif tok.kind == "ident":
+                nxt = self.peek()
+                if nxt is not None and nxt.text == ".":  # "retention policy"."measurement"
+                    self.take()
+                    tok = self.take()
+                    if tok.kind != "ident":
+                        raise ValueError(
+                            f"expected a quoted measurement after '.', got {tok.text!r}"
+                        )
                 sel.measurements.append(_name(tok))
             else:
                 raise ValueError(

@@ -23,6 +23,7 @@ import polars as pl
 import pytest
 
 from greenmon.aggregator.service import RangeResult, default_options, run_range
+from greenmon.config import load_settings
 from greenmon.dashboards.common import INFLUX_UID
 from greenmon.dashboards.generate import build_bundle, enterprise_dashboard_json
 from greenmon.dashboards.site import Site
@@ -31,6 +32,7 @@ from greenmon.ingest.codec import decode
 from greenmon.ingest.fastpath import SeriesTable, format_lines
 from greenmon.ingest.metrics import IngestMetrics
 from greenmon.registry import Registry, load_registry
+from greenmon.retention import ensure_retention
 from greenmon.simulators.faults import parse_faults
 from greenmon.simulators.fleet import generate_fleet
 from greenmon.simulators.runner import RunSpec, parse_start, plan_run
@@ -113,7 +115,7 @@ def fill(text: str, start: datetime, end: datetime, **values: str) -> str:
 
 
 def measurements(text: str) -> set[str]:
-    return set(re.findall(r'FROM "(\w+)"', text))
+    return set(re.findall(r'FROM (?:"\w+"\.)?"(\w+)"', text))  # "policy"."name" too
 
 
 # --------------------------------------------------------------------------- the day
@@ -146,10 +148,13 @@ def day(influx_url: str, fleet_dir: Path, site: Site) -> Iterator[Day]:
     readings = [r for r in readings if not (r.enterprise == SILENT and r.ts_ns > cut)]
     end = datetime.fromtimestamp(last_ns / 1e9, UTC) + timedelta(minutes=1)
     database = "dash_day"
-    client = InfluxClient(influx_url, database)
-    client.query_json(f'CREATE DATABASE "{database}"')
+    # Raw readings where the ingestor puts them: the default retention layout (`site`'s).
+    settings = load_settings(influx_url=influx_url, database=database)
+    client = InfluxClient.from_settings(settings)
+    ensure_retention(client, settings, alter=False)
+    assert client.source("meter_reading") == site.readings
     body = format_lines(table.columns(readings))
-    client.write_body(body, body.count(b"\n"), precision="ns")
+    client.write_body(body, body.count(b"\n"), precision="ns", rp=client.policy("meter_reading"))
     # 15-minute meter windows too (not a default), to compare the capacity rule with them.
     opts = default_options(meter_windows=("15m", "1h", "1d", "1mo"))
     result = run_range(
