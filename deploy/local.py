@@ -156,6 +156,13 @@ class LocalServices:
     def influx_url(self) -> str:
         return f"http://127.0.0.1:{self._proc('influxd').port}"
 
+    @property
+    def influx_rpc(self) -> str:
+        """influxd's backup/restore (RPC) address, for `influxd backup -host`."""
+        if self._rpc_port is None:
+            raise ServicesError(f"influxd has not been started under {self.runtime_dir}")
+        return f"127.0.0.1:{self._rpc_port}"
+
     def up(self) -> ServicesState:
         """Start whatever is not running (idempotent), wait until both answer."""
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
