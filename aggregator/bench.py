@@ -1023,11 +1023,35 @@ def register_bench(bench: typer.Typer) -> None:
 
     @bench.command("aggregate")
     def aggregate_command(
-        meters: Annotated[int, typer.Option(min=10, help="Meters (10 per enterprise).")] = 1000,
+        meters: Annotated[
+            int | None,
+            typer.Option(min=10, help="Meters (10 per enterprise)."),
+        ] = None,
         days: Annotated[
-            int, typer.Option(min=2, max=3660, help="Days of 15-minute readings.")
-        ] = 365,
+            int | None,
+            typer.Option(min=1, max=3660, help="Days of 15-minute readings."),
+        ] = None,
         seed: Annotated[int, typer.Option(help="Seed of the synthetic fleet.")] = 0,
+        source: Annotated[
+            str,
+            typer.Option(
+                help="memory: the Polars core against DuckDB and pandas on an in-memory frame "
+                "(default 1,000 meters x 365 days); influx: greenmon aggregate against a "
+                "private influxd beside the database's own read and write times (default "
+                "10,000 meters = 1,000 enterprises x 1 day)."
+            ),
+        ] = "memory",
+        rounds: Annotated[
+            int, typer.Option(min=1, max=20, help="--source influx: rounds (medians reported).")
+        ] = 3,
+        chunk_readings: Annotated[
+            int | None,
+            typer.Option(min=1000, help="--source influx: greenmon's --chunk-readings."),
+        ] = None,
+        meter_windows: Annotated[
+            str | None,
+            typer.Option(help="--source influx: greenmon's --meter-windows."),
+        ] = None,
         engine: Annotated[
             list[str] | None,
             typer.Option(
@@ -1043,9 +1067,41 @@ def register_bench(bench: typer.Typer) -> None:
     ) -> None:
         """Readings -> daily per-enterprise kgce and monthly intensity at scale: the Polars
         code against independent DuckDB SQL and pandas implementations, checked equal, timed
-        (wall and CPU) and with each one's peak memory, in one run."""
+        (wall and CPU) and with each one's peak memory, in one run. With --source influx:
+        greenmon aggregate end to end against a private influxd, beside the time InfluxDB
+        needs to read the range's readings and to write the results, and its peak memory.
+
+        Examples: `greenmon bench aggregate --meters 200 --days 30`;
+        `greenmon bench aggregate --source influx --meters 1000 --days 2 --rounds 1`.
+        """
         from rich.console import Console
         from rich.table import Table
+
+        if source not in ("memory", "influx"):
+            raise typer.BadParameter("use memory or influx", param_hint="--source")
+        if source == "influx":
+            from greenmon.aggregator.bench_influx import print_report, run_influx_bench
+
+            err = Console(stderr=True)
+            influx = run_influx_bench(
+                meters or 10_000,
+                days or 1,
+                rounds=rounds,
+                seed=seed,
+                chunk_readings=chunk_readings,
+                meter_windows=meter_windows,
+                say=None if json_out else err.print,
+            )
+            report = influx.to_dict()
+            if json_out:
+                typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+            else:
+                print_report(report)
+            return
+        meters = meters or 1000
+        days = days or 365
+        if days < 2:
+            raise typer.BadParameter("at least 2 days", param_hint="--days")
 
         chosen = ["polars", *(e for e in (engine or ["duckdb", "pandas"]) if e != "polars")]
         for name in chosen:

@@ -75,8 +75,9 @@ def aggregate_cmd(
         bool,
         typer.Option(
             "--follow",
-            help="Keep running: process windows as their data completes and recompute days "
-            "that late data changes.",
+            help="Keep running: each round computes the quarter hours the new data completes "
+            "(hours, days and months are summed from them) and recomputes days that late data "
+            "changes.",
         ),
     ] = False,
     windows: Annotated[
@@ -95,7 +96,7 @@ def aggregate_cmd(
         typer.Option(
             min=1000,
             help="Readings held in memory at a time (groups of whole enterprises are sized to it).",
-            show_default="aggregate.chunk_readings: 1000000",
+            show_default="aggregate.chunk_readings: 250000",
         ),
     ] = None,
     references: Annotated[
@@ -265,7 +266,7 @@ def aggregate_cmd(
 def _follow(
     client: Any, watcher: Any, opts: Any, lateness: timedelta, poll_s: float, json_out: bool
 ) -> None:
-    from greenmon.aggregator.service import Follower
+    from greenmon.aggregator.follow import Follower
 
     logging.getLogger("greenmon").setLevel(logging.INFO)
     stop = threading.Event()
@@ -287,12 +288,7 @@ def _follow(
         follower.run(stop, poll_s)
     finally:
         watcher.close()
-    summary = {
-        "rounds": follower.rounds,
-        "days_recomputed": follower.recomputed_days,
-        "watermark": follower.watermark.isoformat() if follower.watermark else None,
-        "registry_reloads": dict(watcher.reloads),
-    }
+    summary = {**follower.summary(), "registry_reloads": dict(watcher.reloads)}
     if json_out:
         print_json(summary)
     else:

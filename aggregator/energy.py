@@ -263,9 +263,13 @@ def enterprise_energy(
     total_labels = labels.group_by("enterprise", "year").agg(
         pl.col("reference").sort().str.join(" | ")
     )
-    # one id per distinct label (few: enterprises share their reference rows)
-    labels = labels.collect().pipe(with_reference_ids).lazy()
-    total_labels = total_labels.collect().pipe(with_reference_ids).lazy()
+    # one id per distinct label (few: enterprises share their reference rows); categories,
+    # so that the long label is not copied onto every row
+    as_categories = pl.col("reference", "reference_id").cast(pl.Categorical)
+    labels = labels.collect().pipe(with_reference_ids).with_columns(as_categories).lazy()
+    total_labels = (
+        total_labels.collect().pipe(with_reference_ids).with_columns(as_categories).lazy()
+    )
     per_carrier = per_carrier.join(labels, on=["enterprise", "carrier", "year"], how="left")
     carrier_rows = per_carrier.filter(pl.col("meters") > 0)
     totals = (

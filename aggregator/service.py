@@ -14,20 +14,16 @@ monthly totals. Windows only partly inside the range are left out unless `partia
 the window holding `end` is written from the data so far, e.g. month to date, and its
 completeness says how much of it is there).
 
-`Follower` is ``greenmon aggregate --follow``: a watermark (the newest device time minus a
-lateness bound) decides which windows are complete; every poll it compares the readings per
-local day with what it saw before, and recomputes each day that changed (late data, catch-up
-after a gap, and with it the day before: the interval a late reading closes may begin there)
-together with the days that became complete, and the month they belong to (month to date).
-Results overwrite earlier ones (same tags and timestamp), so nothing is counted twice.
+Follow mode (``--follow``) lives in `greenmon.aggregator.follow`; the helpers it shares
+(time-zone arithmetic, group subsets, writing a group's frames) are here.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -47,16 +43,14 @@ from greenmon.aggregator.reference import (
 )
 from greenmon.aggregator.store import (
     REFERENCE,
-    day_counts,
     edge_readings,
     read_readings,
-    reading_bounds,
     reference_points,
     write_frame,
     write_references,
 )
 from greenmon.aggregator.windows import DEFAULT_TZ, WINDOWS
-from greenmon.influx import InfluxClient, InfluxConnectionError, InfluxUnavailableError
+from greenmon.influx import InfluxClient
 from greenmon.registry import Registry
 
 log = logging.getLogger("greenmon.aggregator")
@@ -74,7 +68,8 @@ DEFAULT_METER_WINDOWS: Final = ("1h", "1d", "1mo")
 class Options:
     windows: tuple[str, ...] = WINDOWS
     tz: str = DEFAULT_TZ
-    chunk: timedelta = timedelta(days=1)
+    #: the longest stretch of time one query asks for (a group is bounded by chunk_readings)
+    chunk: timedelta = timedelta(days=31)
     references: References | None = None
     choice: ReferenceChoice = field(default_factory=ReferenceChoice)
     #: readings one pass holds in memory (`greenmon.aggregator.chunks`); None = all at once
@@ -144,22 +139,20 @@ def _range_totals(energy: pl.DataFrame, start: datetime, end: datetime) -> pl.Da
     )
 
 
-def _write_new_references(
-    client: InfluxClient, frames: Iterable[pl.DataFrame], tz: str, result: RangeResult
-) -> None:
-    """Write the `reference` points of labels not written yet in this range."""
+def _new_references(frames: Iterable[pl.DataFrame], tz: str, written: set[str]) -> pl.DataFrame:
+    """The `reference` points of the labels `frames` carry that this range has not written
+    yet (`written` is updated)."""
     used = [
         frame.select("time", pl.col("reference", "reference_id").cast(pl.String))
         for frame in frames
         if frame.height
     ]
     if not used:
-        return
+        return reference_points(pl.DataFrame(), tz)
     points = reference_points(pl.concat(used), tz)
-    new = points.filter(~pl.col("id").is_in(list(result.references)))
-    if new.height:
-        result.written[REFERENCE] = result.written.get(REFERENCE, 0) + write_references(client, new)
-        result.references.update(zip(new.get_column("id"), new.get_column("text"), strict=True))
+    new = points.filter(~pl.col("id").is_in(list(written)))
+    written.update(new.get_column("id").to_list())
+    return new
 
 
 def local_years(start: datetime, end: datetime, tz: str) -> list[int]:
@@ -181,6 +174,74 @@ def subset(registry: Registry, enterprises: list[str]) -> Registry:
     )
 
 
+def _read_group(
+    client: InfluxClient,
+    start: datetime,
+    end: datetime,
+    opts: Options,
+    enterprises: list[str] | None,
+) -> tuple[pl.DataFrame, float]:
+    """A group's readings of [start, end) plus its meters' edge readings; and the seconds."""
+    clock = time.perf_counter()
+    readings = pl.concat(
+        [
+            read_readings(client, start, end, chunk=opts.chunk, enterprises=enterprises),
+            edge_readings(client, start, end, enterprises=enterprises),
+        ]
+    )
+    return readings, time.perf_counter() - clock
+
+
+def _write_group(
+    client: InfluxClient, frames: dict[str, pl.DataFrame]
+) -> tuple[dict[str, int], float]:
+    """Write a group's frames (measurement -> rows); points written per measurement, seconds."""
+    clock = time.perf_counter()
+    written = {}
+    for name, frame in frames.items():
+        if name == REFERENCE:
+            written[name] = write_references(client, frame)
+        else:
+            written[name] = write_frame(client, name, frame)
+    return written, time.perf_counter() - clock
+
+
+def _compute_group(
+    readings: pl.DataFrame,
+    registry: Registry,
+    references: References,
+    factors: pl.DataFrame,
+    opts: Options,
+    windows: tuple[str, ...],
+    start: datetime,
+    end: datetime,
+    partial: bool,
+) -> dict[str, pl.DataFrame]:
+    """``meter_energy`` (the windows written per meter), ``energy`` and ``events`` of one
+    group (its classification and windows are dropped on return)."""
+    meter_ids = registry.meters.get_column("meter_id").implode()
+    agg = aggregate(
+        readings.lazy(),
+        registry,
+        references,
+        windows=windows,
+        periods=(),
+        tz=opts.tz,
+        choice=opts.choice,
+        since=start,
+        until=None if partial else end,
+        factors=factors.filter(pl.col("meter_id").is_in(meter_ids)),
+    )
+    # per-meter rows only of the windows written (15-minute ones are as many as the readings)
+    meters = agg.meter_energy.filter(pl.col("window").is_in(opts.meter_windows))
+    energy, events = pl.collect_all([agg.energy, agg.events])
+    frames = {"meter_energy": meters.collect(), "energy": energy, "events": events}
+    if partial:
+        for name in ("meter_energy", "energy"):
+            frames[name] = frames[name].filter(pl.col("time") < end)
+    return frames
+
+
 def run_range(
     client: InfluxClient,
     registry: Registry,
@@ -194,81 +255,99 @@ def run_range(
     say: Say | None = None,
 ) -> RangeResult:
     """Recompute and write every window in [start, end) (see the module docstring), in
-    groups of whole enterprises (`greenmon.aggregator.chunks`): each group's readings over the
-    range are read, computed and written before the next group is read. `keep` names the
-    frames to return in `RangeResult.frames` (``meter_energy``, ``energy``, ``intensity``,
+    groups of whole enterprises (`greenmon.aggregator.chunks`). Reading, computing and
+    writing overlap: while a group is computed the next one is read (a thread), and its
+    results are written (another thread) while the next is computed; at most one group's
+    results wait to be written. `keep` names the frames to return in `RangeResult.frames`
+    (``meter_energy`` — the windows written per meter —, ``energy``, ``intensity``,
     ``events``); the others are written and dropped."""
     result = RangeResult(start, end)
+    clock = time.perf_counter()
     wanted = windows or opts.windows
     references = opts.references or load_references()
     years = local_years(start, end, opts.tz)
     factors = meter_factors(registry.meters, references, years, opts.choice)
     hours = (end - start).total_seconds() / 3600
     planner = ChunkPlanner.for_range(registry.meters, hours, opts.chunk_readings)
+    groups = iter(planner)
     kept: dict[str, list[pl.DataFrame]] = {name: [] for name in keep}
     months: list[pl.DataFrame] = []
-    for group in planner:
-        single = planner.groups == 1 and planner.remaining() == 0
-        which = None if single else group
-        clock = time.perf_counter()
-        readings = pl.concat(
-            [
-                read_readings(client, start, end, chunk=opts.chunk, enterprises=which),
-                edge_readings(client, start, end, enterprises=which),
-            ]
-        )
-        clock = result._lap("read", clock)
-        planner.observe(group, readings.height)
-        result.readings += readings.height
-        result.chunks += 1
-        if readings.is_empty():
-            continue
-        part = registry if single else subset(registry, group)
-        meter_ids = part.meters.get_column("meter_id").implode()
-        agg = aggregate(
-            readings.lazy(),
-            part,
-            references,
-            windows=wanted,
-            periods=(),
-            tz=opts.tz,
-            choice=opts.choice,
-            since=start,
-            until=None if partial else end,
-            factors=factors.filter(pl.col("meter_id").is_in(meter_ids)),
-        )
-        del readings
-        frames = agg.collect("meter_energy", "energy", "events")
-        if partial:
-            for name in ("meter_energy", "energy"):
-                frames[name] = frames[name].filter(pl.col("time") < end)
-        clock = result._lap("compute", clock)
-        written = {
-            "meter_energy": frames["meter_energy"].filter(
-                pl.col("window").is_in(opts.meter_windows)
-            ),
-            "energy": frames["energy"],
-        }
-        for name, frame in written.items():
-            count = write_frame(client, name, frame)
-            result.written[name] = result.written.get(name, 0) + count
-        _write_new_references(client, written.values(), opts.tz, result)
-        clock = result._lap("write", clock)
-        energy = frames["energy"]
-        months.append(energy.filter((pl.col("window") == "1mo") & (pl.col("carrier") == TOTAL)))
-        totals = _range_totals(energy, start, end)
-        if totals.height:
-            result._totals.append(totals)
-        for name, frame in frames.items():
-            if name in kept:
-                kept[name].append(frame)
-        if say is not None:
-            say(
-                f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, chunk {result.chunks} "
-                f"({len(group)} enterprises, {planner.remaining()} to go): "
-                f"{result.readings:,} readings so far"
-            )
+    written_ids: set[str] = set()
+    result._lap("setup", clock)
+
+    def count(done: Future[tuple[dict[str, int], float]]) -> None:
+        counts, seconds = done.result()
+        for name, n in counts.items():
+            result.written[name] = result.written.get(name, 0) + n
+        result.seconds["write"] = result.seconds.get("write", 0.0) + seconds
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="greenmon-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="greenmon-write") as writer,
+    ):
+
+        def read_next() -> tuple[list[str], bool, Future[tuple[pl.DataFrame, float]]] | None:
+            group = next(groups, None)
+            if group is None:
+                return None
+            single = planner.groups == 1 and planner.remaining() == 0
+            which = None if single else group
+            return group, single, reader.submit(_read_group, client, start, end, opts, which)
+
+        upcoming = read_next()
+        pending: Future[tuple[dict[str, int], float]] | None = None
+        try:
+            while upcoming is not None:
+                group, single, reading = upcoming
+                readings, seconds = reading.result()
+                result.seconds["read"] = result.seconds.get("read", 0.0) + seconds
+                planner.observe(group, readings.height)
+                upcoming = read_next()  # read the next group while this one is computed
+                result.readings += readings.height
+                result.chunks += 1
+                if readings.is_empty():
+                    continue
+                clock = time.perf_counter()
+                part = registry if single else subset(registry, group)
+                frames = _compute_group(readings, part, references, factors, opts, wanted,
+                                        start, end, partial)  # fmt: skip
+                del readings  # only the group's results live on
+                out = {"meter_energy": frames["meter_energy"], "energy": frames["energy"]}
+                labels = _new_references(out.values(), opts.tz, written_ids)
+                if labels.height:
+                    out[REFERENCE] = labels
+                    result.references.update(
+                        zip(labels.get_column("id"), labels.get_column("text"), strict=True)
+                    )
+                energy = frames["energy"]
+                months.append(
+                    energy.filter((pl.col("window") == "1mo") & (pl.col("carrier") == TOTAL))
+                )
+                totals = _range_totals(energy, start, end)
+                if totals.height:
+                    result._totals.append(totals)
+                for name, frame in frames.items():
+                    if name in kept:
+                        kept[name].append(frame)
+                del frames, energy
+                result._lap("compute", clock)
+                if pending is not None:  # at most one group's results waiting
+                    count(pending)
+                pending = writer.submit(_write_group, client, out)
+                if say is not None:
+                    say(
+                        f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, chunk "
+                        f"{result.chunks} ({len(group)} enterprises, {planner.remaining()} to "
+                        f"go): {result.readings:,} readings so far"
+                    )
+            if pending is not None:
+                count(pending)
+                pending = None
+        finally:
+            if upcoming is not None:
+                upcoming[2].cancel()
     if "1mo" in wanted and months:
+        clock = time.perf_counter()
         monthly = pl.concat(months, how="diagonal_relaxed")
         rows = intensity(
             monthly.lazy(),
@@ -285,6 +364,7 @@ def run_range(
         result.written["intensity"] = write_frame(client, "intensity", rows)
         if "intensity" in kept:
             kept["intensity"].append(rows)
+        result._lap("compute", clock)
     result.frames = {
         name: pl.concat(parts, how="diagonal_relaxed") for name, parts in kept.items() if parts
     }
@@ -317,7 +397,7 @@ def _whole_periods(frame: pl.DataFrame, start: datetime, end: datetime, tz: str)
     )
 
 
-# --------------------------------------------------------------------------- follow mode
+# --------------------------------------------------------------------------- local time
 
 
 def local_day_start(moment: datetime, tz: str) -> datetime:
@@ -335,121 +415,13 @@ def next_day(moment: datetime, tz: str) -> datetime:
     return local_day_start(local_day_start(moment, tz) + timedelta(hours=36), tz)
 
 
-def _floor(moment: datetime, step: timedelta) -> datetime:
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return epoch + ((moment - epoch) // step) * step
-
-
-@dataclass
-class Follower:
-    """``--follow``: see the module docstring. `poll` does one round; `run` loops."""
-
-    client: InfluxClient
-    registry: Registry
-    opts: Options
-    lateness: timedelta = timedelta(minutes=30)
-    horizon: timedelta = timedelta(days=40)
-    say: Say | None = None
-    # Where each round takes the registry from (a RegistryWatcher's `current`): a registry
-    # edited while following applies from the next round on, the same for the whole round.
-    registry_source: Callable[[], Registry] | None = None
-    seen: dict[datetime, int] = field(default_factory=dict)
-    partial: dict[datetime, tuple[int, datetime]] = field(default_factory=dict)
-    watermark: datetime | None = None
-    rounds: int = 0
-    recomputed_days: int = 0
-
-    def poll(self) -> list[RangeResult]:
-        """One round: returns what was recomputed (nothing when nothing changed)."""
-        self.rounds += 1
-        if self.registry_source is not None:
-            self.registry = self.registry_source()
-        bounds = reading_bounds(self.client)
-        if bounds is None:
-            return []
-        first, last = bounds
-        watermark = _floor(last - self.lateness, timedelta(minutes=15))
-        since = max(first - timedelta(days=1), last - self.horizon)
-        counts = day_counts(self.client, local_day_start(since, self.opts.tz), self.opts.tz)
-        # A day is recomputed while it is incomplete and has new data or a later watermark,
-        # and again whenever its count of readings changes after it was complete.
-        dirty = sorted(
-            day
-            for day, n in counts.items()
-            if day < watermark
-            and self.seen.get(day) != n
-            and self.partial.get(day) != (n, watermark)
-        )
-        results: list[RangeResult] = []
-        months: set[datetime] = set()
-        for day in dirty:
-            end = min(next_day(day, self.opts.tz), watermark)
-            # A day that changed after it was complete: late data, whose first interval may
-            # begin the day before.
-            start = (
-                local_day_start(day - timedelta(hours=12), self.opts.tz)
-                if day in self.seen
-                else day
-            )
-            results.append(
-                run_range(
-                    self.client,
-                    self.registry,
-                    start,
-                    end,
-                    self.opts,
-                    windows=tuple(w for w in self.opts.windows if w != "1mo"),
-                    say=self.say,
-                )
-            )
-            self.recomputed_days += 1
-            months.add(local_month_start(day, self.opts.tz))
-            if end == next_day(day, self.opts.tz):
-                self.seen[day] = counts[day]  # a complete day: only a change reopens it
-                self.partial.pop(day, None)
-            else:
-                self.partial[day] = (counts[day], watermark)
-        if "1mo" in self.opts.windows:
-            for month in sorted(months):
-                results.append(
-                    run_range(
-                        self.client,
-                        self.registry,
-                        month,
-                        watermark,
-                        self.opts,
-                        partial=True,
-                        windows=("1mo",),
-                        say=self.say,
-                    )
-                )
-        self.watermark = watermark
-        return results
-
-    def run(self, stop: threading.Event, poll_s: float) -> None:
-        """Poll until `stop` is set. InfluxDB being away (after the client's own retries) is
-        logged once per outage and retried next round: follow mode outlives it."""
-        down = False
-        while not stop.is_set():
-            try:
-                self.poll()
-                if down:
-                    log.warning("InfluxDB answers again; following")
-                    down = False
-            except (InfluxConnectionError, InfluxUnavailableError) as exc:
-                if not down:
-                    log.warning("InfluxDB unavailable (%s); retrying every %.0f s", exc, poll_s)
-                    down = True
-            stop.wait(poll_s)
-
-
 def default_options(
     *,
     windows: tuple[str, ...] = WINDOWS,
     tz: str = DEFAULT_TZ,
     references: References | None = None,
     choice: ReferenceChoice | None = None,
-    chunk: timedelta = timedelta(days=1),
+    chunk: timedelta = timedelta(days=31),
     chunk_readings: int | None = DEFAULT_CHUNK_READINGS,
     meter_windows: tuple[str, ...] = DEFAULT_METER_WINDOWS,
 ) -> Options:

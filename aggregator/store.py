@@ -173,11 +173,21 @@ def reading_bounds(client: InfluxClient) -> tuple[datetime, datetime] | None:
     return tuple(datetime.fromtimestamp(b / 1000, UTC) for b in bounds)  # type: ignore[return-value]
 
 
-def day_counts(client: InfluxClient, since: datetime, tz: str) -> dict[datetime, int]:
-    """Readings per local day from `since` on (what follow mode compares to spot late data)."""
+def day_counts(
+    client: InfluxClient,
+    since: datetime,
+    tz: str,
+    *,
+    until: datetime | None = None,
+    every: timedelta = timedelta(days=1),
+) -> dict[datetime, int]:
+    """Readings per local day (or per `every`, a divisor of a day, aligned to local midnight)
+    in [since, until) — what follow mode compares to spot late data. Keys: bucket starts;
+    empty buckets are left out."""
+    upper = f" AND time < {_ms(until)}ms" if until is not None else ""
     df = client.query(
-        f'SELECT count("value") FROM {client.source(READINGS)} WHERE time >= {_ms(since)}ms '
-        f"GROUP BY time(1d) tz('{tz}')",
+        f'SELECT count("value") FROM {client.source(READINGS)} WHERE time >= {_ms(since)}ms'
+        f"{upper} GROUP BY time({int(every.total_seconds())}s) tz('{tz}')",
         epoch="ms",
     )
     if not df.height:
@@ -300,7 +310,12 @@ def write_frame(
         f for f in (fields if fields is not None else default_fields) if f in frame.columns
     ]
     strings = [f for f in STRING_FIELDS.get(measurement, ()) if f in frame.columns]
-    return write_lines(client, to_lines(frame, measurement, tag_list, field_list, strings))
+    written = 0
+    # formatted a request at a time: the lines of a whole frame never sit in memory at once
+    for offset in range(0, max(frame.height, 1), WRITE_BATCH):
+        part = frame.slice(offset, WRITE_BATCH)
+        written += write_lines(client, to_lines(part, measurement, tag_list, field_list, strings))
+    return written
 
 
 def reference_points(frame: pl.DataFrame, tz: str) -> pl.DataFrame:

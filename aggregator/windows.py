@@ -8,9 +8,10 @@ window (``15m``, ``1h``, ``1d``, ``1mo``) with
   that is not aligned) is spread over them in proportion to time, so energy across a gap is
   attributed, not lost, and sums over windows equal the sum of the intervals;
 - ``readings`` — distinct valid readings with device time in [window start, window end);
-- ``completeness`` — the share of the window that valid readings cover: a valid reading at t
-  that closes an interval [t0, t) covers [max(t0, t - the meter's interval_s), t), spread over
-  the windows it spans; completeness = min(1, covered time / window length). So a day whose
+- ``completeness`` — the share of the window that valid readings cover (``covered``, ms): a
+  valid reading at t that closes an interval [t0, t) covers [max(t0, t - the meter's
+  interval_s), t), spread over the windows it spans; completeness = min(1, covered time /
+  window length). So a day whose
   readings all arrived is 1 for every meter, however its readings fall on the window edges (a
   reading at midnight closes the day before it) and whatever its nominal interval (an hourly
   meter is not 0.25 complete in a quarter of an hour it covers); a meter silent 3 of 24 hours
@@ -24,7 +25,8 @@ and its completeness is measured against its real length. Points are stamped wit
 start as a UTC instant (``time``) and carry the window's end (``end``).
 
 A window has a row when a reading (valid or quarantined) lies in it or counted energy falls
-into it; a window inside a gap gets its share of the energy with ``readings`` 0.
+into it; a window inside a gap gets its share of the energy with ``readings`` 0. `roll_up`
+sums rows of a finer window into a coarser one (what follow mode does with quarter hours).
 
 Speed: one pass over the classified rows per base (15m, 1h, local day), grouped on a sorted
 integer key (meter code, window start) rather than hashed; an interval lying in one window —
@@ -56,6 +58,7 @@ __all__ = [
     "WINDOWS",
     "WINDOW_SCHEMA",
     "attribute",
+    "roll_up",
     "window_start",
 ]
 
@@ -75,6 +78,7 @@ _WINDOW_COLUMNS: dict[str, pl.DataType] = {
     "quantity": pl.Float64(),
     "readings": pl.UInt32(),
     "completeness": pl.Float64(),
+    "covered": pl.Int64(),
 }
 WINDOW_SCHEMA: Final = pl.Schema(_WINDOW_COLUMNS)
 
@@ -442,7 +446,36 @@ def _finish(summed: pl.LazyFrame, bins: _Bins, window: str) -> pl.LazyFrame:
         "quantity",
         "readings",
         pl.min_horizontal(ratio, pl.lit(1.0)).alias("completeness"),
+        pl.col("covered").cast(pl.Int64),
     )
+
+
+def roll_up(rows: pl.LazyFrame, window: str, tz: str = DEFAULT_TZ) -> pl.LazyFrame:
+    """`attribute` rows of a coarser `window` summed from rows of a finer one (15m -> 1h, 1d,
+    1mo; 1h -> 1d in zones with a whole-hour offset; 1d -> 1mo): quantity, readings and
+    covered time add up, completeness is covered time / the window's length. Every window is
+    a union of 15-minute windows in every zone whose UTC offset is a whole number of quarter
+    hours, which all zones in use are. Follow mode builds hours, days and months this way from
+    the quarter hours it computes as the data arrives; the result equals `attribute`'s own
+    (quantities up to the rounding of a different order of additions)."""
+    _check_window(window)
+    bins: _Bins = _Fixed(_FIXED_MS[window]) if window in _FIXED_MS else _Calendar(tz, window)
+    summed = (
+        rows.select(
+            "meter",
+            bins.start(pl.col("time").dt.epoch("ms")).alias("ws"),
+            "quantity",
+            "readings",
+            "covered",
+        )
+        .group_by("meter", "ws")
+        .agg(
+            pl.col("quantity").sum(),
+            pl.col("readings").sum().cast(pl.UInt32),
+            pl.col("covered").sum(),
+        )
+    )
+    return _finish(summed, bins, window)
 
 
 def _utc(moment: datetime) -> datetime:

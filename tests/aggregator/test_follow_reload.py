@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from greenmon.aggregator.service import Follower, default_options
+from greenmon.aggregator.follow import Follower
+from greenmon.aggregator.service import default_options
 from greenmon.deploy.local import LocalServices
 from greenmon.influx import InfluxClient
 from greenmon.registry import Registry, load_registry

@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from greenmon.aggregator.service import Follower, default_options, run_range
+from greenmon.aggregator.follow import Follower
+from greenmon.aggregator.service import default_options, run_range
 from greenmon.deploy.local import LocalServices
 from greenmon.influx import InfluxClient
 from greenmon.registry import Registry, load_registry
@@ -108,14 +109,17 @@ def test_follow_recomputes_the_day_late_data_changes(
     client.write(on_time)
     opts = default_options(windows=("15m", "1h", "1d"))
     follower = Follower(client, registry, opts, lateness=timedelta(minutes=30))
+    follower.poll()  # the horizon, from the month's first day to the watermark
+    first = follower.recomputed_days
+    assert first >= 3 and DAY0 + DAY in follower.last.recomputed
     follower.poll()
-    assert follower.recomputed_days == 3  # two complete days and the open third
-    follower.poll()
-    assert follower.recomputed_days == 3  # nothing changed: nothing recomputed
+    assert follower.recomputed_days == first  # nothing changed: nothing recomputed
 
     client.write(late)
     follower.poll()
-    assert follower.recomputed_days == 4  # only the day the late data belongs to
+    # only the day the late data belongs to (it lies inside the day: no neighbour changes)
+    assert follower.last.recomputed == [DAY0 + DAY]
+    assert follower.recomputed_days == first + 1
 
     # What follow mode wrote equals a batch recompute from all the data.
     batch = run_range(client, registry, DAY0, DAY0 + 2 * DAY, opts, keep=ALL)
@@ -189,12 +193,13 @@ def test_follow_outlives_an_influxdb_outage(
         time.sleep(1.5)
         assert thread.is_alive() and follower.rounds > rounds  # still polling, not dead
         svc.start("influxd")
-        done = follower.recomputed_days
+        before = follower.watermark
+        assert before is not None
         client.write([line for _, line in lines[half:]])
         deadline = time.monotonic() + 30
-        while follower.recomputed_days == done and time.monotonic() < deadline:
+        while follower.watermark == before and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert follower.recomputed_days > done  # picked up where it left off
+        assert follower.watermark is not None and follower.watermark > before  # picked up
     finally:
         stop.set()
         thread.join(10)
