@@ -96,3 +96,26 @@ def test_the_command(tmp_path: Path) -> None:
     assert set(summary["engines"]) == {"polars", "duckdb"}
     assert summary["checks"]["all_equal"] is True
     assert summary["engines"]["polars"]["peak_extra_mb"] >= 0
+
+
+@pytest.mark.integration
+def test_the_influx_source_measures_greenmon_beside_the_database() -> None:
+    from greenmon.aggregator.bench_influx import run_influx_bench
+
+    result = run_influx_bench(meters=30, days=2, rounds=1, chunk_readings=1_000)
+    summary = result.to_dict()
+    # 3 enterprises x 10 meters x 2 days of quarter hours, minus gaps
+    assert 4_000 < summary["readings"] < 30 * 2 * 96
+    assert summary["chunks"] > 1  # the budget split the fleet
+    points = summary["points_written"]
+    assert points["energy"] > 0 and points["meter_energy"] > 0 and points["reference"] > 0
+    [round_] = summary["rounds"]
+    for key in ("read_s", "write_s", "greenmon_s"):
+        assert round_[key] > 0
+    assert round_["ratio"] == pytest.approx(
+        round_["greenmon_s"] / (round_["read_s"] + round_["write_s"]), rel=1e-2
+    )
+    assert set(round_["greenmon_phases_s"]) >= {"read", "compute", "write"}
+    assert summary["peak_rss_mb"] > 50
+    assert "peak_rss_within_600MB" in summary["checks"]
+    assert "1000_enterprise_day_within_6s" not in summary["checks"]  # a smaller fleet
