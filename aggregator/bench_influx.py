@@ -44,10 +44,12 @@ import polars as pl
 
 from greenmon.aggregator.bench import TZ, generate
 from greenmon.aggregator.service import default_options, run_range
-from greenmon.aggregator.store import READINGS, to_lines, write_lines
+from greenmon.aggregator.store import READINGS, to_lines
+from greenmon.config import Settings
 from greenmon.deploy.local import LocalServices
 from greenmon.influx import InfluxClient
 from greenmon.ingest.bench import wait_quiet
+from greenmon.retention import ensure_retention, policies_of, source_of
 
 __all__ = ["InfluxBenchResult", "InfluxRound", "run_influx_bench"]
 
@@ -56,6 +58,7 @@ _DATABASE: Final = "greenmon"
 _LIMIT_DATABASE: Final = "greenmon_write_limit"
 _LOAD_ROWS: Final = 1_000_000
 _FRAME: Final = struct.Struct("<QQ")  # body length, lines
+_POLICIES: Final = policies_of(Settings())  # the default layout: raw readings in "raw"
 #: The issue's targets: end to end within 2x the database's own read + write; a
 #: 1,000-enterprise day within 6 s; peak RSS within 600 MB (a month of that fleet).
 RATIO_LIMIT: Final = 2.0
@@ -145,15 +148,19 @@ class InfluxBenchResult:
 
 
 def _load(client: InfluxClient, readings: pl.DataFrame, meters: pl.DataFrame) -> int:
-    """Write the fleet's readings as ``meter_reading`` (tags enterprise, meter, carrier)."""
+    """Write the fleet's readings as ``meter_reading`` (tags enterprise, meter, carrier), in
+    its retention policy, as the ingestor does."""
     tags = meters.select(
         pl.col("meter_id").alias("meter"), pl.col("enterprise_id").alias("enterprise"), "carrier"
     )
+    rp = client.policy(READINGS)
     written = 0
     for offset in range(0, readings.height, _LOAD_ROWS):
         part = readings.slice(offset, _LOAD_ROWS).join(tags, on="meter", how="left")
         lines = to_lines(part, READINGS, ["enterprise", "meter", "carrier"], ["value"])
-        written += write_lines(client, lines)
+        for at in range(0, lines.len(), 20_000):
+            body = lines.slice(at, 20_000).str.join("\n").item().encode("utf-8")
+            written += client.write_body(body, min(20_000, lines.len() - at), "ms", rp=rp)
     return written
 
 
@@ -161,10 +168,12 @@ class _Capture(InfluxClient):
     """Reads through to InfluxDB; records every write body to `sink` instead of sending it."""
 
     def __init__(self, url: str, database: str, sink: BinaryIO) -> None:
-        super().__init__(url, database, timeout=600)
+        super().__init__(url, database, timeout=600, policies=_POLICIES)
         self.sink = sink
 
-    def write_body(self, body: bytes, lines: int, precision: str = "ns") -> int:
+    def write_body(
+        self, body: bytes, lines: int, precision: str = "ns", *, rp: str | None = None
+    ) -> int:
         self.sink.write(_FRAME.pack(len(body), lines))
         self.sink.write(body)
         return lines
@@ -193,11 +202,12 @@ def _days(start: datetime, days: int) -> list[tuple[int, int]]:
 def read_limit(url: str, bounds: list[tuple[int, int]]) -> tuple[float, int, int]:
     """(seconds, rows, bytes): the readings of `bounds` fetched as CSV, one query each."""
     rows = size = 0
+    source = source_of(Settings(), READINGS)
     with httpx.Client(base_url=url, timeout=600) as http:
         started = time.perf_counter()
         for lo, hi in bounds:
             query = (
-                f'SELECT "value" FROM "{READINGS}" WHERE time >= {lo}ms AND time < {hi}ms '
+                f'SELECT "value" FROM {source} WHERE time >= {lo}ms AND time < {hi}ms '
                 'GROUP BY "meter"'
             )
             resp = http.post(
@@ -271,8 +281,8 @@ def run_influx_bench(
         services.start("influxd")
         try:
             url = services.influx_url
-            with InfluxClient(url, _DATABASE, timeout=600) as client:
-                client.ensure_database()
+            with InfluxClient(url, _DATABASE, timeout=600, policies=_POLICIES) as client:
+                ensure_retention(client, Settings(database=_DATABASE), alter=False)
                 note(f"loading {data.readings.height:,} readings into a private influxd")
                 _load(client, data.readings, registry.meters)
             del data
