@@ -26,6 +26,8 @@ from greenmon.dashboards.cli import register as register_dashboards
 from greenmon.deploy.cli import db_app, services_app
 from greenmon.ingest.cli import register as register_ingest
 from greenmon.ingest.cli import register_bench as register_ingest_bench
+from greenmon.rules.cli import register as register_rules
+from greenmon.rules.cli import register_bench as register_rules_bench
 from greenmon.simulators.cli import register as register_simulate
 from greenmon.simulators.cli import register_bench as register_simulate_bench
 
@@ -46,6 +48,7 @@ register_simulate(app)
 register_ingest(app)
 register_aggregate(app)
 register_dashboards(app)
+register_rules(app)
 
 bench_app = typer.Typer(
     help="Benchmarks that print figures measured on this machine, in one run, against the "
@@ -57,6 +60,7 @@ bench_app = typer.Typer(
 register_ingest_bench(bench_app)
 register_simulate_bench(bench_app)
 register_aggregate_bench(bench_app)
+register_rules_bench(bench_app)
 app.add_typer(bench_app, name="bench")
 
 

@@ -15,7 +15,7 @@ import json
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -146,6 +146,47 @@ class RetentionSettings(BaseModel):
         if 0 < v < 366:
             raise ValueError("must be 0 (forever) or at least 366: results are kept for years")
         return v
+class WebhookSettings(BaseModel):
+    """One webhook of `[[alerts.webhooks]]`. The URL carries the robot's key: a secret, only
+    from the file or the environment, masked when shown."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: SecretStr
+    format: Literal["generic", "dingtalk", "wecom"] = "generic"
+    secret: SecretStr | None = Field(
+        default=None, description="DingTalk signing secret (加签), when the robot uses one"
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    # DingTalk and WeCom group robots take at most 20 messages a minute.
+    max_per_minute: int = Field(default=20, ge=1, le=600)
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: SecretStr) -> SecretStr:
+        parts = urlsplit(v.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class AlertsSettings(BaseModel):
+    """`[alerts]` in the TOML file; env GREENMON_ALERTS__<KEY> (webhooks as JSON)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rules: Path | None = Field(default=None, description="alert rules merged over the packaged")
+    state_file: Path | None = Field(
+        default=None, description="SQLite state; default <runtime_dir>/alerts/alerts.sqlite"
+    )
+    interval_s: float = Field(default=300.0, gt=0)
+    influx: bool = True
+    mqtt: bool = True
+    mqtt_client_id: str = Field(default="greenmon-alerts", min_length=1, max_length=64)
+    webhooks: tuple[WebhookSettings, ...] = ()
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    outbox_max_age_s: float = Field(default=7 * 86_400.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -187,6 +228,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     aggregate: AggregateSettings = AggregateSettings()
     grafana: GrafanaSettings = GrafanaSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
     @field_validator("mqtt_url")
     @classmethod

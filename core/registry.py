@@ -4,7 +4,8 @@ This module owns reading and validating the three registry files and nothing els
 
 - ``enterprises.csv`` — one row per enterprise (name, county, industry, land, quota, target);
 - ``meters.csv`` — one row per meter (owner, carrier, unit, kind, multiplier, rollover, role, …);
-- ``monthly.csv`` — economic statistics per enterprise and month (output value, value added, …).
+- ``monthly.csv`` — economic statistics per enterprise and month (output value, value added, …);
+- ``targets.csv`` (optional) — county and city energy quotas and intensity targets per year.
 
 `load_registry` reads every file as text with Polars, checks every row with vectorised
 expressions, and either returns a typed, immutable `Registry` or raises one `RegistryError`
@@ -43,6 +44,9 @@ __all__ = [
     "MONTHLY_FILE",
     "OPTIONAL_ENTERPRISE_NUMBERS",
     "ROLES",
+    "TARGETS_FILE",
+    "TARGET_COLUMNS",
+    "TARGET_SCOPES",
     "MeterInfo",
     "Registry",
     "RegistryError",
@@ -59,6 +63,20 @@ MONTHLY_FILE: Final = "monthly.csv"
 #: Packaged kernel data: volume-unit conversions at stated reference conditions (Nm3 -> m3).
 VOLUME_CONDITIONS_FILE: Final = "volume_conditions.csv"
 _FILES: Final = (ENTERPRISES_FILE, METERS_FILE, MONTHLY_FILE)
+#: Optional: county and city quotas and intensity targets per year (DESIGN.md §3). Without a
+#: row, a county's or the city's quota is the sum of its enterprises' (the alerts say so).
+TARGETS_FILE: Final = "targets.csv"
+TARGET_COLUMNS: Final = (
+    "scope",
+    "subject",
+    "year",
+    "energy_quota_tce",
+    "intensity_target_tce_per_10k_yuan",
+)
+#: ``scope`` values of targets.csv; a city row's ``subject`` is the word ``city``.
+TARGET_SCOPES: Final = ("county", "city")
+_TARGET_NUMBERS: Final = TARGET_COLUMNS[3:]
+_PROBLEM_ORDER: Final = (*_FILES, TARGETS_FILE)
 
 ENTERPRISE_COLUMNS: Final = (
     "enterprise_id",
@@ -175,13 +193,16 @@ class Registry:
     = no known rollover) and ``rollover_modulus`` (what a wrap adds, `rollover_modulus`),
     ``raw_material`` Boolean, ``interval_s`` Int64, ``kind``/``role``
     lower-case. ``monthly``: ``month`` as ``YYYY-MM`` text plus ``month_start`` (Date, the
-    first day of the month); money and output Float64 (null when empty).
+    first day of the month); money and output Float64 (null when empty). ``targets`` (the
+    optional targets.csv; empty without it): ``scope`` (lower-case), ``subject``, ``year``
+    (Int32), the quota and the intensity target as Float64 (null when empty).
     """
 
     root: Path
     enterprises: pl.DataFrame
     meters: pl.DataFrame
     monthly: pl.DataFrame
+    targets: pl.DataFrame = field(default_factory=lambda: _type_targets(None))
     enterprise_ids: frozenset[str] = field(init=False)
     _meters_by_id: Mapping[str, MeterInfo] = field(init=False, repr=False)
 
@@ -270,6 +291,9 @@ def load_registry(path: Path) -> Registry:
         frames[name] = _read(root / name, required, problems)
 
     enterprises, meters, monthly = (frames[name] for name in _FILES)
+    targets: pl.DataFrame | None = None
+    if (root / TARGETS_FILE).exists():  # optional
+        targets = _read(root / TARGETS_FILE, TARGET_COLUMNS, problems)
     known_ids: pl.Series | None = None
     if enterprises is not None and "enterprise_id" in enterprises.columns:
         known_ids = enterprises.get_column("enterprise_id").drop_nulls().unique()
@@ -281,16 +305,22 @@ def load_registry(path: Path) -> Registry:
         _check_meters(checks.on(METERS_FILE, meters), known_ids)
     if monthly is not None and _has(monthly, MONTHLY_COLUMNS):
         _check_monthly(checks.on(MONTHLY_FILE, monthly), known_ids)
+    if targets is not None and _has(targets, TARGET_COLUMNS):
+        counties = None
+        if enterprises is not None and "county" in enterprises.columns:
+            counties = enterprises.get_column("county").drop_nulls().unique()
+        _check_targets(checks.on(TARGETS_FILE, targets), counties)
     problems.extend(checks.problems())
 
     if problems or enterprises is None or meters is None or monthly is None:
-        problems.sort(key=lambda p: (_FILES.index(p.file), p.line or 0))
+        problems.sort(key=lambda p: (_PROBLEM_ORDER.index(p.file), p.line or 0))
         raise RegistryError(problems)
     return Registry(
         root=root,
         enterprises=_type_enterprises(enterprises),
         meters=_type_meters(meters),
         monthly=_type_monthly(monthly),
+        targets=_type_targets(targets),
     )
 
 
@@ -582,6 +612,33 @@ def _check_monthly(c: _FileChecks, known_ids: pl.Series | None) -> None:
         c.number(column)
 
 
+def _check_targets(c: _FileChecks, counties: pl.Series | None) -> None:
+    for column in ("scope", "subject", "year"):
+        c.required(column)
+    c.choice("scope", TARGET_SCOPES)
+    scope, subject = pl.col("scope").str.to_lowercase(), pl.col("subject")
+    c.flag(
+        (scope == "city") & (subject != "city"),
+        "subject",
+        pl.format("a city row's subject is the word 'city', got '{}'", subject),
+    )
+    if counties is not None:
+        unknown = (scope == "county") & subject.is_not_null() & ~subject.is_in(counties.implode())
+        reason = pl.format("unknown county '{}' (no enterprise in {})", subject,
+                           pl.lit(ENTERPRISES_FILE))  # fmt: skip
+        c.flag(unknown, "subject", reason)
+    year = pl.col("year")
+    whole = year.str.contains(r"^\d{4}$") & year.cast(pl.Int32, strict=False).is_between(1900, 2100)
+    c.flag(
+        year.is_not_null() & ~whole.fill_null(False),
+        "year",
+        pl.format("must be a year such as 2025, got '{}'", year),
+    )
+    c.unique(["scope", "subject", "year"], pl.format("row for {} '{}' in {}", scope, subject, year))
+    for column in _TARGET_NUMBERS:
+        c.number(column)
+
+
 # --------------------------------------------------------------------------- typing
 
 
@@ -629,4 +686,22 @@ def _type_monthly(df: pl.DataFrame) -> pl.DataFrame:
         *(pl.col(c).cast(pl.Float64) for c in _MONTHLY_NUMBERS),
         "product_unit",
         *_extras(df, *MONTHLY_COLUMNS),
+    )
+
+
+def _type_targets(df: pl.DataFrame | None) -> pl.DataFrame:
+    if df is None:
+        return pl.DataFrame(
+            schema={
+                "scope": pl.String,
+                "subject": pl.String,
+                "year": pl.Int32,
+                **dict.fromkeys(_TARGET_NUMBERS, pl.Float64),
+            }
+        )
+    return df.select(
+        pl.col("scope").str.to_lowercase(),
+        "subject",
+        pl.col("year").cast(pl.Int32),
+        *(pl.col(c).cast(pl.Float64) for c in _TARGET_NUMBERS),
     )

@@ -1,0 +1,102 @@
+"""Helpers for the alert tests: registries written to a temp dir, daily frames built by
+construction (so every expected level can be worked out by hand)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from greenmon.registry import Registry, load_registry
+from greenmon.rules.alerts.evaluate import DAILY_SCHEMA
+from greenmon.rules.alerts.rulefile import AlertRules, load_alert_rules
+
+ENTERPRISE_HEADER = (
+    "enterprise_id", "name", "county", "industry", "land_area_mu", "annual_quota_tce",
+    "intensity_target_tce_per_10k_yuan",
+)  # fmt: skip
+METER_HEADER = (
+    "meter_id", "enterprise_id", "carrier", "unit", "kind", "multiplier", "rollover", "role",
+    "raw_material", "interval_s",
+)  # fmt: skip
+MONTHLY_HEADER = (
+    "enterprise_id", "month", "output_value_10k_yuan", "value_added_10k_yuan", "sales_10k_yuan",
+    "tax_10k_yuan", "product_output", "product_unit",
+)  # fmt: skip
+
+
+def enterprise(eid: str, county: str, quota: float | str = "", target: float | str = "") -> dict:
+    return {
+        "enterprise_id": eid, "name": f"{eid} 有限公司", "county": county, "industry": "C3731",
+        "land_area_mu": 100, "annual_quota_tce": quota, "intensity_target_tce_per_10k_yuan": target,
+    }  # fmt: skip
+
+
+def _write(path: Path, header: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(header))
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row.get(k, "") for k in header})
+
+
+def write_registry(
+    root: Path,
+    enterprises: Sequence[dict[str, Any]],
+    *,
+    meters: Sequence[dict[str, Any]] | None = None,
+    monthly: Sequence[dict[str, Any]] = (),
+    targets: str | None = None,
+) -> Registry:
+    root.mkdir(parents=True, exist_ok=True)
+    _write(root / "enterprises.csv", ENTERPRISE_HEADER, enterprises)
+    if meters is None:
+        meters = [
+            {"meter_id": f"{e['enterprise_id']}-EL", "enterprise_id": e["enterprise_id"],
+             "carrier": "electricity", "unit": "kWh", "kind": "register", "role": "boundary",
+             "raw_material": "false"}
+            for e in enterprises
+        ]  # fmt: skip
+    _write(root / "meters.csv", METER_HEADER, meters)
+    _write(root / "monthly.csv", MONTHLY_HEADER, monthly)
+    if targets is not None:
+        (root / "targets.csv").write_text(targets, encoding="utf-8")
+    return load_registry(root)
+
+
+def daily(
+    rows: dict[str, float | Callable[[date], float]],
+    start: date,
+    end: date,
+    completeness: float = 1.0,
+) -> pl.DataFrame:
+    """Daily double-control consumption in tce per enterprise (a constant or a function of
+    the day) for every local day in [start, end)."""
+    out = []
+    days = (end - start).days
+    for eid, value in rows.items():
+        for i in range(days):
+            d = start + timedelta(days=i)
+            tce = value(d) if callable(value) else value
+            out.append((eid, d, tce * 1000, completeness))
+    return pl.DataFrame(out, schema=DAILY_SCHEMA, orient="row")
+
+
+@pytest.fixture
+def registry_at(tmp_path: Path) -> Callable[..., Registry]:
+    counter = iter(range(1000))
+
+    def make(enterprises: Sequence[dict[str, Any]], **kwargs: Any) -> Registry:
+        return write_registry(tmp_path / f"reg{next(counter)}", enterprises, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def rules() -> AlertRules:
+    return load_alert_rules().rules
