@@ -178,7 +178,7 @@ class AlertsSettings(BaseModel):
 
     rules: Path | None = Field(default=None, description="alert rules merged over the packaged")
     state_file: Path | None = Field(
-        default=None, description="SQLite state; default <runtime_dir>/alerts/alerts.sqlite"
+        default=None, description="SQLite state; default <runtime_dir>/alerts/<database>.sqlite"
     )
     interval_s: float = Field(default=300.0, gt=0)
     influx: bool = True

@@ -334,29 +334,29 @@ def watch_cmd(
     Each evaluation judges as of now and records transitions; the sinks deliver on their own
     threads, retrying with backoff, so a webhook that is down never holds evaluation up.
     `--aggregate` runs the aggregator's follow mode in the same process and evaluates after
-    each round that wrote something, as well as every interval. With `--json`, one JSON line
-    per evaluation.
+    each round that wrote something, as well as every interval. The registry is reloaded when
+    its files change or on SIGHUP (a bad edit is refused and logged; the registry in use
+    stays). With `--json`, one JSON line per evaluation.
 
     Example: `greenmon alerts watch --registry fleet/ --interval 60`
     """
     from greenmon.influx import InfluxClient
-    from greenmon.registry import load_registry
+    from greenmon.registry_watch import RegistryWatcher
     from greenmon.rules.alerts.rulefile import load_alert_rules
     from greenmon.rules.alerts.service import make_sinks, open_store, watch
 
     settings = _prepare(settings)
     assert settings.registry is not None
     loaded = load_alert_rules(rules or settings.alerts.rules)
-    registry = load_registry(settings.registry)
+    watcher = RegistryWatcher(settings.registry)  # a bad registry fails here, at start-up
     sinks, notes = make_sinks(settings)
     logging.getLogger("greenmon").setLevel(logging.INFO)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    watcher.install_sighup()
     every = interval or settings.alerts.interval_s
-    rounds = None
-    if aggregate:
-        rounds = _follower(settings, registry)
+    rounds = _follower(settings, watcher) if aggregate else None
     for note in notes:
         err_console.print(Text(note), highlight=False)
     if not json_out:
@@ -403,30 +403,39 @@ def watch_cmd(
                 )
             )
 
-    with open_store(settings) as store:
-        n = watch(
-            lambda: InfluxClient.from_settings(settings),
-            lambda: registry,
-            loaded,
-            store,
-            settings,
-            stop,
-            interval_s=every,
-            sinks=sinks,
-            on_outcome=show,
-            rounds=rounds,
-        )
+    watcher.start()
+    try:
+        with open_store(settings) as store:
+            n = watch(
+                lambda: InfluxClient.from_settings(settings),
+                lambda: watcher.current,
+                loaded,
+                store,
+                settings,
+                stop,
+                interval_s=every,
+                sinks=sinks,
+                on_outcome=show,
+                rounds=rounds,
+            )
+    finally:
+        watcher.close()
     if not json_out:
         console.print(f"stopped after {n} evaluation(s)")
 
 
-def _follower(settings: Settings, registry: Any) -> Any:
+def _follower(settings: Settings, watcher: Any) -> Any:
     """A `greenmon aggregate --follow` round as a callable: True when it wrote something."""
     from greenmon.aggregator.service import Follower, default_options
     from greenmon.influx import InfluxClient
 
     client = InfluxClient.from_settings(settings)
-    follower = Follower(client, registry, default_options(tz=settings.timezone))
+    follower = Follower(
+        client,
+        watcher.current,
+        default_options(tz=settings.timezone),
+        registry_source=lambda: watcher.current,
+    )
 
     def round_() -> bool:
         return any(r.written for r in follower.poll())

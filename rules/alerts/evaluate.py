@@ -64,9 +64,11 @@ __all__ = [
     "LAST_SEEN_SCHEMA",
     "LEVELS",
     "METER_DAY_SCHEMA",
+    "MONTH_SCHEMA",
     "Judgement",
     "evaluate",
     "horizon_of",
+    "months_from_daily",
     "worst",
 ]
 
@@ -80,6 +82,12 @@ DAILY_SCHEMA: Final = pl.Schema(
         "completeness": pl.Float64(),
     }
 )
+#: ``energy`` rows with window=1mo, carrier=total, of complete months (``month``: its first
+#: day; ``days``: local days with data in it, may be fractional when estimated).
+MONTH_SCHEMA: Final = pl.Schema(
+    {"enterprise": pl.String(), "month": pl.Date(), "dc_kgce": pl.Float64(),
+     "completeness": pl.Float64(), "days": pl.Float64()}
+)  # fmt: skip
 #: ``meter_energy`` rows with window=1d of the judged day.
 METER_DAY_SCHEMA: Final = pl.Schema({"meter": pl.String(), "completeness": pl.Float64()})
 #: The newest reading per meter at or before T (within the look-back).
@@ -97,6 +105,8 @@ CONDITION_SCHEMA: Final = pl.Schema(
         "message": pl.String(),
     }
 )
+#: Ratios are sums of floats: exactly on a line (on schedule) must not tip over it.
+_EPS: Final = 1e-9
 _MAD_SCALE: Final = 0.6745  # modified z-score = 0.6745 (x - median) / MAD
 _COUNTED_ROLES: Final = ("boundary", "generation", "export")
 
@@ -122,6 +132,29 @@ class Judgement:
     notes: tuple[str, ...] = ()
 
 
+def months_from_daily(daily: pl.DataFrame) -> pl.DataFrame:
+    """`MONTH_SCHEMA` rows summed from `DAILY_SCHEMA` rows (what the aggregator's monthly
+    windows hold: a local month is the sum of its local days)."""
+    month = pl.col("day").dt.month_start()
+    dim = pl.col("month").dt.month_end().dt.day()
+    return (
+        daily.group_by("enterprise", month.alias("month"))
+        .agg(
+            pl.col("dc_kgce").sum(),
+            pl.col("completeness").sum().alias("covered"),
+            pl.len().cast(pl.Float64).alias("days"),
+        )
+        .select(
+            "enterprise",
+            "month",
+            "dc_kgce",
+            (pl.col("covered") / dim).alias("completeness"),
+            "days",
+        )
+        .cast(dict(MONTH_SCHEMA))  # type: ignore[arg-type]
+    )
+
+
 def horizon_of(daily: pl.DataFrame, today: date) -> date:
     """The first local day not counted: `today`, or the day after the newest row if older."""
     if daily.is_empty():
@@ -144,18 +177,29 @@ def _month_days(year: int) -> pl.DataFrame:
     )
 
 
-def _with_month(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(pl.col("day").dt.month().cast(pl.Int8).alias("month"))
+def _next_month(first: date) -> date:
+    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+def _units(months: pl.DataFrame) -> pl.DataFrame:
+    """Month rows keyed by month number (Int8), with the covered days."""
+    return months.select(
+        "enterprise",
+        pl.col("month").dt.month().cast(pl.Int8).alias("month"),
+        "dc_kgce",
+        "days",
+        (pl.col("completeness") * pl.col("month").dt.month_end().dt.day()).alias("covered"),
+    )
 
 
 def _profiles(last: pl.DataFrame, year: int, rules: AlertRules) -> pl.DataFrame:
-    """Per enterprise with a usable last year: ``month``, ``weight`` (its share of the year)."""
+    """Per enterprise with a usable last year (`_units` of its months): ``month``,
+    ``weight`` (its share of the year)."""
     empty = pl.DataFrame(schema={"enterprise": pl.String, "month": pl.Int8, "weight": pl.Float64})
     if rules.schedule.basis == "days" or last.is_empty():
         return empty
     per_month = (
-        last.group_by("enterprise", "month")
-        .agg(pl.col("dc_kgce").sum().alias("kgce"), pl.len().alias("days"))
+        last.select("enterprise", "month", pl.col("dc_kgce").alias("kgce"), "days")
         .join(_month_days(year - 1), on="month")
         .with_columns(
             (pl.col("days") / pl.col("dim")).alias("coverage"),
@@ -183,9 +227,9 @@ def _months_figures(
     min_coverage: float,
     prefix: str,
 ) -> pl.DataFrame:
-    """Per enterprise: energy (tce) and denominator summed over months 1..`months` of `year`,
-    null when a month lacks its denominator or enough days of energy (``{prefix}missing``
-    names those months)."""
+    """Per enterprise: energy (tce) and denominator summed over months 1..`months` of `year`
+    (`energy`: `_units` of that year), null when a month lacks its denominator or enough days
+    of energy (``{prefix}missing`` names those months)."""
     schema: dict[str, pl.DataType] = {
         "enterprise": pl.String(),
         f"{prefix}tce": pl.Float64(),
@@ -196,10 +240,8 @@ def _months_figures(
         return pl.DataFrame(schema=schema)
     grid = pl.DataFrame({"month": list(range(1, months + 1))}, schema={"month": pl.Int8})
     dims = _month_days(year)
-    got = (
-        energy.filter(pl.col("month") <= months)
-        .group_by("enterprise", "month")
-        .agg((pl.col("dc_kgce").sum() / 1000).alias("tce"), pl.len().alias("days"))
+    got = energy.filter(pl.col("month") <= months).select(
+        "enterprise", "month", (pl.col("dc_kgce") / 1000).alias("tce"), "days"
     )
     den = monthly.filter(pl.col("month_start").dt.year() == year).select(
         pl.col("enterprise_id").alias("enterprise"),
@@ -234,9 +276,9 @@ def _levels_total(rules: AlertRules) -> pl.Expr:
     return (
         pl.when(ratio.is_null())
         .then(pl.lit(None, pl.String))
-        .when(ratio > 1 + rules.total.red_above)
+        .when(ratio > 1 + rules.total.red_above + _EPS)
         .then(pl.lit("red"))
-        .when(ratio > 1 + rules.total.yellow_above)
+        .when(ratio > 1 + rules.total.yellow_above + _EPS)
         .then(pl.lit("yellow"))
         .otherwise(pl.lit("green"))
     )
@@ -244,8 +286,8 @@ def _levels_total(rules: AlertRules) -> pl.Expr:
 
 def _levels_intensity(rules: AlertRules) -> pl.Expr:
     i, last, target = pl.col("intensity"), pl.col("intensity_last_year"), pl.col("intensity_target")
-    rose = last.is_not_null() & (i > last * (1 + rules.intensity.rise_above))
-    behind = target.is_not_null() & (i > target * (1 + rules.intensity.target_above))
+    rose = last.is_not_null() & (i > last * (1 + rules.intensity.rise_above + _EPS))
+    behind = target.is_not_null() & (i > target * (1 + rules.intensity.target_above + _EPS))
     return (
         pl.when(i.is_null() | (last.is_null() & target.is_null()))
         .then(pl.lit(None, pl.String))
@@ -280,14 +322,17 @@ def evaluate(
     as_of: datetime,
     *,
     tz: str = "Asia/Shanghai",
+    months: pl.DataFrame | None = None,
     meter_days: pl.DataFrame | None = None,
     last_seen: pl.DataFrame | None = None,
 ) -> Judgement:
     """Judge every enterprise, county and the city as of `as_of` (an aware datetime).
 
-    `daily`: `DAILY_SCHEMA` rows (any range; last year's are used for the profile and the
-    year-on-year intensity, the 28 days before the judged day for the sudden change).
-    `meter_days`: `METER_DAY_SCHEMA` rows of the judged day (None: rule not judged);
+    `daily`: `DAILY_SCHEMA` rows — at least the month of the horizon so far and the
+    ``baseline_days`` before the judged day (sudden change). `months`: `MONTH_SCHEMA` rows of
+    complete months from 1 January of last year (the profile, the year-on-year intensity, the
+    year to date); None: summed from `daily` (`months_from_daily`), which must then cover
+    them. `meter_days`: `METER_DAY_SCHEMA` rows of the judged day (None: rule not judged);
     `last_seen`: `LAST_SEEN_SCHEMA` rows (None: rule not judged).
     """
     if as_of.tzinfo is None:
@@ -296,13 +341,25 @@ def evaluate(
     today = as_of.astimezone(zone).date()
     year = today.year
     jan1, last_jan1 = date(year, 1, 1), date(year - 1, 1, 1)
-    daily = _with_month(daily.filter((pl.col("day") < today) & (pl.col("day") >= last_jan1)))
-    horizon = max(horizon_of(daily, today), jan1)
-    judged = horizon_of(daily, today) - timedelta(days=1) if daily.height else None
+    daily = daily.filter((pl.col("day") < today) & (pl.col("day") >= last_jan1))
+    newest = horizon_of(daily, today)
+    if daily.is_empty() and months is not None and months.height:
+        newest_month = months.get_column("month").max()
+        assert isinstance(newest_month, date)
+        newest = min(today, _next_month(newest_month))
+    horizon = max(newest, jan1)
+    judged = newest - timedelta(days=1) if daily.height else None
     n = (horizon - jan1).days
     diy = 366 if calendar.isleap(year) else 365
-    cur = daily.filter((pl.col("day") >= jan1) & (pl.col("day") < horizon))
-    last = daily.filter(pl.col("day") < jan1)
+    h_month = date(horizon.year, horizon.month, 1)  # the month the horizon falls in
+    if months is None:
+        months = months_from_daily(daily.filter(pl.col("day") < h_month))
+    whole = months.filter((pl.col("month") >= last_jan1) & (pl.col("month") < h_month))
+    last = _units(whole.filter(pl.col("month") < jan1))
+    partial = months_from_daily(
+        daily.filter((pl.col("day") >= h_month) & (pl.col("day") < horizon))
+    )
+    cur = _units(pl.concat([whole.filter(pl.col("month") >= jan1), partial]))
     months_done = horizon.month - 1  # months of `year` wholly before the horizon
     ent = _enterprises(cur, last, registry, rules, year, diy, n, months_done)
     subjects = pl.concat(
@@ -378,17 +435,20 @@ def _enterprises(
         cur.join(dims, on="month")
         .join(profiles, on=["enterprise", "month"], how="left")
         .with_columns(
-            pl.when(pl.col("weight").is_not_null())
-            .then(pl.col("weight") / pl.col("dim"))
-            .otherwise(1.0 / diy)
-            .alias("w"),
+            # the share of the year the month's days with data stand for
+            (
+                pl.when(pl.col("weight").is_not_null())
+                .then(pl.col("weight") / pl.col("dim"))
+                .otherwise(1.0 / diy)
+                * pl.col("days")
+            ).alias("w"),
         )
     )
     ytd = weighted.group_by("enterprise").agg(
         (pl.col("dc_kgce").sum() / 1000).alias("ytd_tce"),
         pl.col("w").sum().alias("share"),
-        pl.len().cast(pl.Int32).alias("days_with_data"),
-        pl.col("completeness").sum().alias("completeness_sum"),
+        pl.col("days").sum().round().cast(pl.Int32).alias("days_with_data"),
+        pl.col("covered").sum().alias("completeness_sum"),
         pl.col("weight").is_not_null().any().alias("profiled"),
     )
     den = rules.intensity.denominator

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -40,7 +40,13 @@ from greenmon.registry import Registry
 from greenmon.rules.alerts.delivery import Dispatcher
 from greenmon.rules.alerts.errors import SinkError
 from greenmon.rules.alerts.evaluate import LEVELS, Judgement, evaluate, horizon_of
-from greenmon.rules.alerts.inputs import read_daily, read_last_seen, read_meter_days
+from greenmon.rules.alerts.inputs import (
+    fill_months,
+    read_daily,
+    read_last_seen,
+    read_meter_days,
+    read_months,
+)
 from greenmon.rules.alerts.lifecycle import AlertState, Condition, Key, Transition, step
 from greenmon.rules.alerts.rulefile import RULES, AlertRules
 from greenmon.rules.alerts.sinks import InfluxSink, MqttSink, Sink, WebhookSink
@@ -79,7 +85,8 @@ class Outcome:
 
 
 def open_store(settings: Settings) -> AlertStore:
-    return AlertStore(settings.alerts.state_file or default_path(settings.runtime_dir))
+    path = settings.alerts.state_file or default_path(settings.runtime_dir, settings.database)
+    return AlertStore(path)
 
 
 def topic_for(prefix: str, scope: str, subject: str) -> str:
@@ -139,14 +146,22 @@ class Inputs:
     """What one evaluation reads from InfluxDB."""
 
     daily: pl.DataFrame
+    months: pl.DataFrame
     meter_days: pl.DataFrame | None
     last_seen: pl.DataFrame | None
 
 
 def read_inputs(client: InfluxClient, rules: AlertRules, as_of: datetime, tz: str) -> Inputs:
-    """The daily totals, the judged day's meter completeness, the newest reading per meter."""
-    daily = read_daily(client, as_of, tz)
+    """The monthly totals of complete months, the daily totals of the recent days (this month,
+    the sudden-change baseline), the judged day's meter completeness, the newest reading per
+    meter."""
     today = as_of.astimezone(ZoneInfo(tz)).date()
+    since = min(
+        date(today.year, today.month, 1),
+        today - timedelta(days=rules.sudden_change.baseline_days + 1),
+    )
+    daily = read_daily(client, since, today, tz)
+    months = fill_months(client, read_months(client, as_of, tz), daily, as_of, tz)
     judged = horizon_of(daily, today) - timedelta(days=1) if daily.height else None
     meter_days = (
         read_meter_days(client, judged, tz)
@@ -158,7 +173,7 @@ def read_inputs(client: InfluxClient, rules: AlertRules, as_of: datetime, tz: st
         if rules.gateway_silent.enabled
         else None
     )
-    return Inputs(daily, meter_days, last_seen)
+    return Inputs(daily, months, meter_days, last_seen)
 
 
 def evaluate_once(
@@ -181,6 +196,7 @@ def evaluate_once(
         rules.rules,
         as_of,
         tz=tz,
+        months=inputs.months,
         meter_days=inputs.meter_days,
         last_seen=inputs.last_seen,
     )
@@ -205,10 +221,13 @@ def record(
     last = store.last_evaluated()
     notes: list[str] = []
     applied = not dry_run and (last is None or now > last)
-    if not dry_run and not applied:
+    if last is not None and now <= last:
+        # the stored states belong to a later moment: show this one judged from a blank state
+        states = {}
         notes.append(
-            f"alert states not changed: they were already evaluated up to {_iso(last or 0, tz)}"
-            " (a moment is applied once, in order; use --dry-run to look at the past)"
+            ("" if dry_run else "alert states not changed: ")
+            + f"they were already evaluated up to {_iso(last, tz)} (a moment is applied once, "
+            "in order); the alerts shown are this moment judged from a blank state"
         )
     conditions = _conditions(judgement)
     changed: list[AlertState] = []

@@ -1,4 +1,4 @@
-"""The alerts' memory: SQLite in the runtime directory (``<runtime-dir>/alerts/alerts.sqlite``).
+"""The alerts' memory: SQLite in the runtime directory (``<runtime-dir>/alerts/<database>.sqlite``).
 
 Owns three things, changed together in one transaction per evaluation (`AlertStore.apply`), so
 a crash or a restart finds either all of an evaluation or none of it:
@@ -17,6 +17,7 @@ so that ``alerts list`` in another process reads while ``alerts watch`` writes.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -65,8 +66,11 @@ _ALERT_COLUMNS: Final = (
 )
 
 
-def default_path(runtime_dir: Path) -> Path:
-    return runtime_dir / "alerts" / "alerts.sqlite"
+def default_path(runtime_dir: Path, database: str) -> Path:
+    """One state per database: alerts judge what a database holds (a demo's database, a
+    simulation's, production's each have their own)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database)
+    return runtime_dir / "alerts" / f"{safe}.sqlite"
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,29 @@ def write_daily(influx_url: str, database: str, registry: Registry, daily: pl.Da
         return write_frame(client, "energy", frame)
 
 
+def write_monthly(influx_url: str, database: str, registry: Registry, daily: pl.DataFrame) -> int:
+    """Write the monthly windows of `daily` as the aggregator does (window=1mo: the sums)."""
+    from greenmon.rules.alerts.evaluate import months_from_daily
+
+    tags = registry.enterprises.select(
+        pl.col("enterprise_id").alias("enterprise"), "county", "industry"
+    )
+    frame = (
+        months_from_daily(daily)
+        .join(tags, on="enterprise")
+        .with_columns(
+            pl.col("month").cast(pl.Datetime("ms")).dt.replace_time_zone("Asia/Shanghai")
+            .dt.convert_time_zone("UTC").alias("time"),
+            pl.lit("total").alias("carrier"),
+            pl.lit("1mo").alias("window"),
+            pl.col("dc_kgce").alias("kgce"),
+            pl.col("dc_kgce").alias("double_control_kgce"),
+        )
+    )  # fmt: skip
+    with InfluxClient(influx_url, database) as client:
+        return write_frame(client, "energy", frame)
+
+
 @dataclass
 class Hook:
     """A real HTTP server on 127.0.0.1 answering like a group robot; `status` and `answer`

@@ -28,6 +28,7 @@ from tests.rules.alerts.support import (
     run_child,
     run_cli,
     write_daily,
+    write_monthly,
 )
 
 pytestmark = pytest.mark.integration
@@ -119,6 +120,8 @@ def test_firing_survives_a_restart_is_sent_once_and_mqtt_matches_list(
     config = tmp_path / "greenmon.toml"
     with hook_server() as hook:
         config.write_text(
+            # a topic prefix of its own: the broker (and its retained messages) is shared
+            f'mqtt_topic_prefix = "{database}/v1"\n'
             "[alerts]\n[[alerts.webhooks]]\n"
             f'url = "http://127.0.0.1:{hook.port}/robot/send?access_token=TOKEN0123456789abc"\n'
             'format = "dingtalk"\nsecret = "SECsigning"\n',
@@ -140,7 +143,9 @@ def test_firing_survives_a_restart_is_sent_once_and_mqtt_matches_list(
         second = run_child(["alerts", "check", *base, "--as-of", "2025-07-01T06:00:00+08:00"])
         assert second.returncode == 0, second.stderr
         assert len(hook.posts) == sent  # nothing new to say: nothing sent again
-        listed = run_cli(["alerts", "list", "--json", "--runtime-dir", str(runtime)])
+        listed = run_cli(
+            ["alerts", "list", "--json", "--runtime-dir", str(runtime), "--database", database]
+        )
         assert listed.exit_code == 0, listed.output
     import json
 
@@ -148,9 +153,10 @@ def test_firing_survives_a_restart_is_sent_once_and_mqtt_matches_list(
     firing = {(r["subject"], r["rule"]) for r in rows if r["state"] == "firing"}
     assert ("A", "double_control_total") in firing and ("Y", "double_control_total") in firing
     # MQTT retained state, as a client connecting now sees it, equals `alerts list`
-    state = retained(services.mqtt_url)
-    assert "greenmon/v1/alerts/enterprise/A" in state
-    assert "greenmon/v1/alerts/county/Y" in state and "greenmon/v1/alerts/city/city" in state
+    prefix = f"{database}/v1/alerts"
+    state = retained(services.mqtt_url, f"{prefix}/#")
+    assert f"{prefix}/enterprise/A" in state
+    assert f"{prefix}/county/Y" in state and f"{prefix}/city/city" in state
     from_mqtt = {
         (p["scope"], p["subject"], a["rule"], a["state"], a["level"])
         for p in state.values()
@@ -162,7 +168,7 @@ def test_firing_survives_a_restart_is_sent_once_and_mqtt_matches_list(
         if r["state"] in ("pending", "firing")
     }
     assert from_mqtt == from_list and from_list
-    assert state["greenmon/v1/alerts/enterprise/A"]["level"] == "red"
+    assert state[f"{prefix}/enterprise/A"]["level"] == "red"
     # one InfluxDB `alert` point per transition
     with InfluxClient(services.influx_url, database) as client:
         points = client.query(
@@ -196,7 +202,7 @@ def test_a_webhook_that_is_down_is_retried_and_evaluation_goes_on(
     assert "error:" not in down.stdout.lower()
     # the evaluation went on: states recorded, InfluxDB and MQTT delivered
     assert "mqtt (127.0.0.1" in down.stdout and "influx (" in down.stdout
-    with AlertStore(default_path(runtime)) as store:
+    with AlertStore(default_path(runtime, database)) as store:
         waiting = store.backlog()["webhook:bureau"]["pending"]
         assert waiting > 0 and "influx" not in store.backlog()
         due = store.next_try("webhook:bureau")
@@ -210,7 +216,7 @@ def test_a_webhook_that_is_down_is_retried_and_evaluation_goes_on(
     assert len(events) == waiting
     a = [e for e in events if e["subject"] == "A" and e["rule"] == "double_control_total"]
     assert a and a[0]["state"] == "firing" and a[0]["at"].startswith("2025-07-01T00:00")
-    with AlertStore(default_path(runtime)) as store:
+    with AlertStore(default_path(runtime, database)) as store:
         assert store.backlog() == {}
 
 
@@ -220,12 +226,12 @@ def test_evaluating_the_same_moment_twice_changes_nothing(
     runtime = tmp_path / "rt"
     args = cli_args(services, database, city, runtime, "--as-of", "2025-07-01")
     check_json(args)
-    with AlertStore(default_path(runtime)) as store:
+    with AlertStore(default_path(runtime, database)) as store:
         before = (store.states(), store.transitions(), store.backlog())
     again = run_cli(["alerts", "check", *args])
     assert again.exit_code == 0
     assert "alert states not changed" in again.stdout
-    with AlertStore(default_path(runtime)) as store:
+    with AlertStore(default_path(runtime, database)) as store:
         assert (store.states(), store.transitions(), store.backlog()) == before
 
 
@@ -250,3 +256,34 @@ def test_bad_rules_file_and_bad_targets_csv_are_named_without_traceback(
     assert "targets.csv:3: scope: must be county or city, got 'province'" in res.stderr
     assert "targets.csv:4: energy_quota_tce: not a number: 'abc'" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_monthly_windows_give_the_judgement_of_the_days_they_sum(
+    tmp_path: Path, services: LocalServices, database: str
+) -> None:
+    """Complete months are read from the aggregator's monthly windows (a thirtieth of the
+    rows); without them they are summed from the days. Both give the same figures."""
+    reg = write_registry(
+        tmp_path / "registry",
+        [enterprise("A", "X", quota=1000), enterprise("L", "X", quota=2000)],
+    )
+    days = pl.concat(
+        [
+            daily({"A": 10}, date(2024, 1, 1), JUL1),  # last year too: a monthly profile
+            daily({"L": lambda d: 12 if d.month % 2 else 8}, date(2025, 3, 17), JUL1),
+        ]
+    )
+    write_daily(services.influx_url, database, reg, days)
+    args = cli_args(services, database, tmp_path / "registry", tmp_path / "rt1", "--dry-run",
+                    "--as-of", "2025-07-01")  # fmt: skip
+    from_days = _by_subject(check_json(args))
+    write_monthly(services.influx_url, database, reg, days.filter(pl.col("day") < date(2025, 6, 1)))
+    from_months = _by_subject(check_json(args))
+    for subject in ("A", "L", "X", "city"):
+        a, b = from_days[subject], from_months[subject]
+        assert a["level"] == b["level"]
+        for key in ("ytd_tce", "projected_tce", "ratio", "basis", "completeness"):
+            assert a["total"][key] == pytest.approx(b["total"][key]), (subject, key)
+    assert from_months["A"]["total"]["basis"] == "2024 monthly profile"
+    # L began on 17 March: its first month counts for the 15 days it has
+    assert from_months["L"]["total"]["completeness"] == pytest.approx(106 / 181)
