@@ -271,46 +271,41 @@ def run_bench(
     }
 
 
+# A small launcher process forks and execs the command and reports the child's peak RSS:
+# Linux carries a process's peak RSS across exec, so a child forked straight from this (large)
+# benchmark process would report this process's peak, not its own.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-m", "greenmon.cli", *sys.argv[1:]])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write("\\n@@peak_rss_kb=%d\\n" % usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _command(settings: Any, as_of: datetime, root: Path) -> dict[str, Any]:
-    argv = [
-        sys.executable,
-        "-m",
-        "greenmon.cli",
-        "alerts",
-        "check",
-        "--json",
-        "--as-of",
-        as_of.isoformat(),
-        "--registry",
-        str(settings.registry),
-        "--influx-url",
-        str(settings.influx_url),
-        "--mqtt-url",
-        str(settings.mqtt_url),
-        "--database",
-        settings.database,
-        "--runtime-dir",
-        str(root / "cmd"),
-    ]
-    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out_f, stderr=err_f)
-        # this child's own peak resident set size (Linux: kB), not any other child's
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out_f.seek(0)
-        err_f.seek(0)
-        out, err = out_f.read(), err_f.read()
-    peak_kb = usage.ru_maxrss
-    if proc.returncode != 0:
-        raise RuntimeError(f"alerts check failed ({proc.returncode}): {err.decode()[-2000:]}")
-    subjects = len(json.loads(out))
+    args = [
+        "alerts", "check", "--json", "--as-of", as_of.isoformat(),
+        "--registry", str(settings.registry), "--influx-url", str(settings.influx_url),
+        "--mqtt-url", str(settings.mqtt_url), "--database", settings.database,
+        "--runtime-dir", str(root / "cmd"),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *args], capture_output=True, check=False
+    )
+    wall = time.perf_counter() - t0
+    err = done.stderr.decode(errors="replace")
+    if done.returncode != 0:
+        raise RuntimeError(f"alerts check failed ({done.returncode}): {err[-2000:]}")
+    peak_kb = int(err.rsplit("@@peak_rss_kb=", 1)[1].split()[0])
     return {
         "wall_s": round(wall, 3),
         "peak_rss_mb": round(peak_kb / 1024, 1),
-        "subjects": subjects,
-        "delivery": [line for line in err.decode().splitlines() if "delivered" in line],
+        "subjects": len(json.loads(done.stdout)),
+        "delivery": [line for line in err.splitlines() if "delivered" in line],
     }
 
 

@@ -44,6 +44,14 @@ RulesOption = Annotated[
     ),
 ]
 _STYLE = {"red": "bold red", "yellow": "yellow", "green": "green"}
+#: Rule names as the table shows them (the JSON and the sinks use the full names).
+_SHORT = {
+    "double_control_total": "total",
+    "double_control_intensity": "intensity",
+    "sudden_change": "sudden change",
+    "data_completeness": "completeness",
+    "gateway_silent": "gateway silent",
+}
 
 
 def _prepare(settings: Settings, *, need_registry: bool = True) -> Settings:
@@ -206,7 +214,9 @@ def _print_check(outcome: Outcome, show_all: bool, tz: str) -> None:
             who += f"\n{o.get('name') or ''}\n{o.get('county') or ''}"
         else:
             who += f"\n({o['scope']}, enterprises: {o.get('enterprises', 0)})"
-        alerts = "\n".join(f"{a['rule']} {a['state']} ({a['level']})" for a in o["alerts"])
+        alerts = "\n".join(
+            f"{_SHORT.get(a['rule'], a['rule'])} {a['state']} ({a['level']})" for a in o["alerts"]
+        )
         table.add_row(
             Text(o["level"], style=_STYLE[o["level"]]),
             who,
@@ -271,31 +281,17 @@ def list_cmd(
     if json_out:
         print_json(rows)
         return
-    table = Table(
-        "state",
-        "level",
-        "scope",
-        "subject",
-        "rule",
-        "value",
-        "threshold",
-        "since",
-        "message",
-        title=f"alerts ({len(rows)})",
-    )
+    # one line per alert and its message indented below: readable at any terminal width
+    console.print(f"{len(rows)} alert(s), firing first, then pending, then recently resolved")
     for a in rows:
-        table.add_row(
-            a["state"],
-            Text(a["level"], style=_STYLE.get(a["level"], "")),
-            a["scope"],
-            a["subject"],
-            a["rule"],
-            _fmt(a["value"]),
-            _fmt(a["threshold"]),
-            a["since"][:16],
-            a["message"],
+        who = a["subject"] if a["scope"] == "enterprise" else f"{a['subject']} ({a['scope']})"
+        head = Text.assemble(
+            (f"{a['state']:8} {a['level']:6}", _STYLE.get(a["level"], "")),
+            f"  {who}  {_SHORT.get(a['rule'], a['rule'])}  "
+            f"{_fmt(a['value'])} / {_fmt(a['threshold'])}  since {a['since'][:16]}",
         )
-    console.print(table)
+        console.print(head, highlight=False)
+        console.print(Text("    " + a["message"], style="dim"), highlight=False)
     for sink, info in backlog.items():
         console.print(
             Text(
@@ -307,7 +303,9 @@ def list_cmd(
 
 
 def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.4g}"
+    if x is None:
+        return "-"
+    return f"{x:,.1f}" if abs(x) >= 100 else f"{x:.4g}"
 
 
 def watch_cmd(

@@ -916,37 +916,46 @@ def _silence(
     )
     silent = pl.col("unseen") | (pl.col("silence") > pl.col("allowed"))
     label = pl.format(
-        "{}{} ({})",
+        "{}{}",
         pl.col("meter"),
         pl.when(pl.col("gateway").is_not_null())
-        .then(pl.format(" via {}", pl.col("gateway")))
+        .then(pl.format(" (gateway {})", pl.col("gateway")))
         .otherwise(pl.lit("")),
-        pl.when(pl.col("unseen"))
-        .then(pl.lit(f"nothing for more than {r.lookback / 3600:g} h"))
-        .otherwise(
-            pl.format(
-                "last reading {} UTC, {} h ago",
-                pl.col("last").dt.strftime("%Y-%m-%d %H:%M"),
-                (pl.col("silence") / 3600).round(1),
-            )
-        ),
     )
     per = (
-        rows.sort("enterprise", "silence", descending=[False, True])
+        rows.sort("enterprise", "silence", "meter", descending=[False, True, False])
         .group_by("enterprise", maintain_order=True)
         .agg(
             (pl.col("silence").filter(silent).max() / 3600).alias("value"),
             silent.sum().alias("silent"),
             pl.len().alias("meters"),
-            label.filter(silent).head(5).str.join("; ").alias("which"),
+            (pl.col("unseen") & silent).any().alias("unseen"),
+            pl.col("last").filter(silent).min().alias("oldest"),
+            label.filter(silent).head(5).str.join(", ").alias("which"),
         )
     )
     active = pl.col("silent") > 0
+    since = (
+        pl.when(pl.col("unseen"))
+        .then(pl.lit(f"nothing from some for more than {r.lookback / 3600:g} h"))
+        .otherwise(
+            pl.format(
+                "up to {} h, since {} UTC",
+                pl.col("value").round(1),
+                pl.col("oldest").dt.strftime("%Y-%m-%d %H:%M"),
+            )
+        )
+    )
     message = (
         pl.when(active)
         .then(
             pl.format(
-                "{} of {} meter(s) silent: {}", pl.col("silent"), pl.col("meters"), pl.col("which")
+                "{} of {} meter(s) silent ({}): {}{}",
+                pl.col("silent"),
+                pl.col("meters"),
+                since,
+                pl.col("which"),
+                pl.when(pl.col("silent") > 5).then(pl.lit(", ...")).otherwise(pl.lit("")),
             )
         )
         .otherwise(pl.lit("every meter reported recently"))

@@ -206,7 +206,10 @@ def test_data_completeness_and_gateway_silence(fleet, rules) -> None:
     assert not c["B"]["active"] and not c["D"]["active"]
     s = _conditions(j, "gateway_silent")
     assert s["A"]["active"] and s["A"]["value"] == pytest.approx(2.0)
-    assert s["C"]["active"] and "nothing for more than 6 h" in s["C"]["message"]
+    assert s["C"]["active"] and "nothing from some for more than 6 h" in s["C"]["message"]
+    assert s["A"]["message"] == (
+        "1 of 1 meter(s) silent (up to 2.0 h, since 2025-06-30 14:00 UTC): A-EL"
+    )
     assert not s["B"]["active"] and s["B"]["clear"] and not s["D"]["active"]
 
 
