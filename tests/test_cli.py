@@ -53,6 +53,7 @@ OFFLINE = [
     ["simulate", "fleet"],
     ["bench", "ingest"],
     ["bench", "aggregate"],
+    ["bench", "alerts"],
 ]
 
 

@@ -179,10 +179,9 @@ def run_bench(
     from greenmon.deploy.local import LocalServices
     from greenmon.influx import InfluxClient
     from greenmon.registry import load_registry
-    from greenmon.rules.alerts.evaluate import evaluate
     from greenmon.rules.alerts.inputs import read_daily
     from greenmon.rules.alerts.rulefile import load_alert_rules
-    from greenmon.rules.alerts.service import make_sinks, read_inputs, record
+    from greenmon.rules.alerts.service import judge, make_sinks, read_inputs, record
     from greenmon.rules.alerts.store import AlertStore
 
     say = say or (lambda _m: None)
@@ -221,16 +220,7 @@ def run_bench(
                     t0 = time.perf_counter()
                     inputs = read_inputs(client, rules.rules, as_of, _TZ)
                     t1 = time.perf_counter()
-                    judgement = evaluate(
-                        inputs.daily,
-                        registry,
-                        rules.rules,
-                        as_of,
-                        tz=_TZ,
-                        months=inputs.months,
-                        meter_days=inputs.meter_days,
-                        last_seen=inputs.last_seen,
-                    )
+                    judgement = judge(inputs, registry, rules.rules, as_of, _TZ)
                     t2 = time.perf_counter()
                     outcome = record(judgement, registry, rules, store, settings, sinks=sinks)
                     t3 = time.perf_counter()

@@ -75,21 +75,9 @@ def read_months(client: InfluxClient, as_of: datetime, tz: str) -> pl.DataFrame:
     its completeness times its length."""
     today = as_of.astimezone(ZoneInfo(tz)).date()
     first = date(today.year - 1, 1, 1)
-    lo, hi = local_midnight(first, tz), local_midnight(_month_start(today), tz)
-    df = _query(
-        client,
-        'SELECT "double_control_kgce", "completeness" FROM "energy" '
-        f"WHERE \"carrier\" = 'total' AND \"window\" = '1mo' "
-        f'AND time >= {_ms(lo)}ms AND time < {_ms(hi)}ms GROUP BY "enterprise"',
-    )
-    if df.is_empty() or "enterprise" not in df.columns:
+    months = _totals(client, "1mo", first, _month_start(today), tz, "month")
+    if months is None:
         return pl.DataFrame(schema=MONTH_SCHEMA)
-    months = df.select(
-        pl.col("enterprise").cast(pl.String),
-        pl.col("time").cast(pl.Int64).cast(_TIME).dt.convert_time_zone(tz).dt.date().alias("month"),
-        pl.col("double_control_kgce").cast(pl.Float64).alias("dc_kgce"),
-        pl.col("completeness").cast(pl.Float64),
-    ).filter(pl.col("dc_kgce").is_not_null())
     dim = pl.col("month").dt.month_end().dt.day().cast(pl.Float64)
     started = (pl.col("month") > first) & (
         pl.col("month").shift(1).over("enterprise", order_by="month").is_null()
@@ -134,20 +122,29 @@ def fill_months(
 
 def read_daily(client: InfluxClient, since: date, until: date, tz: str) -> pl.DataFrame:
     """`DAILY_SCHEMA` rows of the local days in [since, until)."""
+    days = _totals(client, "1d", since, until, tz, "day")
+    return pl.DataFrame(schema=DAILY_SCHEMA) if days is None else days
+
+
+def _totals(
+    client: InfluxClient, window: str, since: date, until: date, tz: str, key: str
+) -> pl.DataFrame | None:
+    """``enterprise, {key}, dc_kgce, completeness`` of the ``energy`` total rows of `window`
+    stamped in the local days [since, until); None when there are none."""
     lo, hi = local_midnight(since, tz), local_midnight(until, tz)
     if hi <= lo:
-        return pl.DataFrame(schema=DAILY_SCHEMA)
+        return None
     df = _query(
         client,
         'SELECT "double_control_kgce", "completeness" FROM "energy" '
-        f"WHERE \"carrier\" = 'total' AND \"window\" = '1d' "
+        f"WHERE \"carrier\" = 'total' AND \"window\" = '{window}' "
         f'AND time >= {_ms(lo)}ms AND time < {_ms(hi)}ms GROUP BY "enterprise"',
     )
     if df.is_empty() or "enterprise" not in df.columns:
-        return pl.DataFrame(schema=DAILY_SCHEMA)
+        return None
     return df.select(
         pl.col("enterprise").cast(pl.String),
-        pl.col("time").cast(pl.Int64).cast(_TIME).dt.convert_time_zone(tz).dt.date().alias("day"),
+        pl.col("time").cast(pl.Int64).cast(_TIME).dt.convert_time_zone(tz).dt.date().alias(key),
         pl.col("double_control_kgce").cast(pl.Float64).alias("dc_kgce"),
         pl.col("completeness").cast(pl.Float64),
     ).filter(pl.col("dc_kgce").is_not_null())

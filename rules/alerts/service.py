@@ -57,6 +57,7 @@ __all__ = [
     "Inputs",
     "Outcome",
     "evaluate_once",
+    "judge",
     "make_sinks",
     "open_store",
     "read_inputs",
@@ -176,6 +177,22 @@ def read_inputs(client: InfluxClient, rules: AlertRules, as_of: datetime, tz: st
     return Inputs(daily, months, meter_days, last_seen)
 
 
+def judge(
+    inputs: Inputs, registry: Registry, rules: AlertRules, as_of: datetime, tz: str
+) -> Judgement:
+    """`evaluate` on what `read_inputs` read."""
+    return evaluate(
+        inputs.daily,
+        registry,
+        rules,
+        as_of,
+        tz=tz,
+        months=inputs.months,
+        meter_days=inputs.meter_days,
+        last_seen=inputs.last_seen,
+    )
+
+
 def evaluate_once(
     client: InfluxClient,
     registry: Registry,
@@ -190,16 +207,7 @@ def evaluate_once(
     """Judge as of `as_of` and (unless `dry_run`) record the alerts (see the module docstring)."""
     tz = settings.timezone
     inputs = read_inputs(client, rules.rules, as_of, tz)
-    judgement = evaluate(
-        inputs.daily,
-        registry,
-        rules.rules,
-        as_of,
-        tz=tz,
-        months=inputs.months,
-        meter_days=inputs.meter_days,
-        last_seen=inputs.last_seen,
-    )
+    judgement = judge(inputs, registry, rules.rules, as_of, tz)
     return record(judgement, registry, rules, store, settings, sinks=sinks, dry_run=dry_run)
 
 

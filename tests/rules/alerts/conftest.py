@@ -97,6 +97,16 @@ def registry_at(tmp_path: Path) -> Callable[..., Registry]:
     return make
 
 
+@pytest.fixture
+def topic_prefix(monkeypatch: pytest.MonkeyPatch, database: str) -> str:
+    """A topic prefix of the test's own (env GREENMON_MQTT_TOPIC_PREFIX, which in-process
+    commands and `run_child` pass on): the broker is shared by the whole session, and retained
+    alert states must not reach other tests' subscribers."""
+    prefix = f"{database}/v1"
+    monkeypatch.setenv("GREENMON_MQTT_TOPIC_PREFIX", prefix)
+    return prefix
+
+
 @pytest.fixture(scope="session")
 def rules() -> AlertRules:
     return load_alert_rules().rules

@@ -36,48 +36,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_daily(influx_url: str, database: str, registry: Registry, daily: pl.DataFrame) -> int:
-    """Write `DAILY_SCHEMA` rows as the aggregator's ``energy`` window=1d carrier=total points."""
+def _write_totals(
+    influx_url: str, database: str, registry: Registry, rows: pl.DataFrame, key: str, window: str
+) -> int:
+    """`rows` (``enterprise``, `key` a local date, ``dc_kgce``, ``completeness``) as the
+    aggregator's ``energy`` total points of `window`."""
     tags = registry.enterprises.select(
         pl.col("enterprise_id").alias("enterprise"), "county", "industry"
     )
-    frame = (
-        daily.join(tags, on="enterprise")
-        .with_columns(
-            pl.col("day").cast(pl.Datetime("ms")).dt.replace_time_zone("Asia/Shanghai")
-            .dt.convert_time_zone("UTC").alias("time"),
-            pl.lit("total").alias("carrier"),
-            pl.lit("1d").alias("window"),
-            pl.col("dc_kgce").alias("kgce"),
-            pl.col("dc_kgce").alias("double_control_kgce"),
-        )
+    frame = rows.join(tags, on="enterprise").with_columns(
+        pl.col(key).cast(pl.Datetime("ms")).dt.replace_time_zone("Asia/Shanghai")
+        .dt.convert_time_zone("UTC").alias("time"),
+        pl.lit("total").alias("carrier"),
+        pl.lit(window).alias("window"),
+        pl.col("dc_kgce").alias("kgce"),
+        pl.col("dc_kgce").alias("double_control_kgce"),
     )  # fmt: skip
     with InfluxClient(influx_url, database) as client:
         client.ensure_database()
         return write_frame(client, "energy", frame)
 
 
+def write_daily(influx_url: str, database: str, registry: Registry, daily: pl.DataFrame) -> int:
+    """Write `DAILY_SCHEMA` rows as the aggregator's ``energy`` window=1d carrier=total points."""
+    return _write_totals(influx_url, database, registry, daily, "day", "1d")
+
+
 def write_monthly(influx_url: str, database: str, registry: Registry, daily: pl.DataFrame) -> int:
     """Write the monthly windows of `daily` as the aggregator does (window=1mo: the sums)."""
     from greenmon.rules.alerts.evaluate import months_from_daily
 
-    tags = registry.enterprises.select(
-        pl.col("enterprise_id").alias("enterprise"), "county", "industry"
-    )
-    frame = (
-        months_from_daily(daily)
-        .join(tags, on="enterprise")
-        .with_columns(
-            pl.col("month").cast(pl.Datetime("ms")).dt.replace_time_zone("Asia/Shanghai")
-            .dt.convert_time_zone("UTC").alias("time"),
-            pl.lit("total").alias("carrier"),
-            pl.lit("1mo").alias("window"),
-            pl.col("dc_kgce").alias("kgce"),
-            pl.col("dc_kgce").alias("double_control_kgce"),
-        )
-    )  # fmt: skip
-    with InfluxClient(influx_url, database) as client:
-        return write_frame(client, "energy", frame)
+    months = months_from_daily(daily).drop("days")
+    return _write_totals(influx_url, database, registry, months, "month", "1mo")
 
 
 @dataclass
@@ -162,7 +152,8 @@ def check_json(args: Sequence[str], env: dict[str, str] | None = None) -> list[d
 
 def run_child(args: Sequence[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`greenmon ARGS` as a new process (what a user sees, exit code included)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENMON_")}
+    own = ("GREENMON_MQTT_TOPIC_PREFIX",)  # see the `topic_prefix` fixture
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENMON_") or k in own}
     env["COLUMNS"] = "400"  # long file:line messages on one line
     return subprocess.run(
         [sys.executable, "-m", "greenmon.cli", *args],

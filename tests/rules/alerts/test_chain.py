@@ -40,7 +40,7 @@ def _by_subject(objects: list[dict]) -> dict[str, dict]:
 
 
 def test_a_gateway_outage_is_a_data_quality_alert_of_its_share(
-    services: LocalServices, database: str, tmp_path: Path
+    services: LocalServices, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = make_run(tmp_path / "fleet", 3, 11, FaultSpec(), days=1)
     lo, hi = (int(t.timestamp() * 1000) for t in OUTAGE)
@@ -70,6 +70,8 @@ def test_a_gateway_outage_is_a_data_quality_alert_of_its_share(
     finally:
         ingest.stop()
 
+    # the alert states on a topic prefix of this test's own (the broker is shared)
+    monkeypatch.setenv("GREENMON_MQTT_TOPIC_PREFIX", f"{database}/v1")
     base = cli_args(services, database, run.root, runtime)
     agg = run_child(["aggregate", *base, "--from", "2025-06-02", "--to", "2025-06-03", "--json"])
     assert agg.returncode == 0, agg.stderr

@@ -42,7 +42,7 @@ def _spike(day: date) -> float:
 
 
 @pytest.fixture
-def city(tmp_path: Path, services: LocalServices, database: str) -> Path:
+def city(tmp_path: Path, services: LocalServices, database: str, topic_prefix: str) -> Path:
     """Four firms in two counties plus a spiking one, 1 Jan - 30 Jun 2025 in InfluxDB."""
     root = tmp_path / "registry"
     reg = write_registry(
@@ -120,8 +120,6 @@ def test_firing_survives_a_restart_is_sent_once_and_mqtt_matches_list(
     config = tmp_path / "greenmon.toml"
     with hook_server() as hook:
         config.write_text(
-            # a topic prefix of its own: the broker (and its retained messages) is shared
-            f'mqtt_topic_prefix = "{database}/v1"\n'
             "[alerts]\n[[alerts.webhooks]]\n"
             f'url = "http://127.0.0.1:{hook.port}/robot/send?access_token=TOKEN0123456789abc"\n'
             'format = "dingtalk"\nsecret = "SECsigning"\n',
@@ -259,7 +257,7 @@ def test_bad_rules_file_and_bad_targets_csv_are_named_without_traceback(
 
 
 def test_monthly_windows_give_the_judgement_of_the_days_they_sum(
-    tmp_path: Path, services: LocalServices, database: str
+    tmp_path: Path, services: LocalServices, database: str, topic_prefix: str
 ) -> None:
     """Complete months are read from the aggregator's monthly windows (a thirtieth of the
     rows); without them they are summed from the days. Both give the same figures."""

@@ -34,7 +34,7 @@ def _wait(condition, timeout: float = 60.0) -> bool:
 
 
 def test_watch_goes_on_while_a_webhook_is_down_and_delivers_once_it_is_up(
-    services: LocalServices, database: str, tmp_path: Path
+    services: LocalServices, database: str, tmp_path: Path, topic_prefix: str
 ) -> None:
     today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
     if today.timetuple().tm_yday < 3:
