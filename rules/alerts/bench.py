@@ -99,11 +99,19 @@ def _daily_frame(fleet_dir: Path, year: int, days: int, seed: int) -> pl.DataFra
 
 
 def build(
-    folder: Path, client: Any, enterprises: int, year: int, days: int, seed: int, as_of: datetime
+    folder: Path,
+    client: Any,
+    settings: Any,
+    enterprises: int,
+    year: int,
+    days: int,
+    seed: int,
+    as_of: datetime,
 ) -> dict[str, int]:
     """Write the fleet into `folder` and the case into InfluxDB; returns the point counts."""
-    from greenmon.aggregator.store import write_frame
+    from greenmon.aggregator.store import to_lines, write_frame
     from greenmon.registry import load_registry
+    from greenmon.retention import ensure_quietly
     from greenmon.simulators.fleet import generate_fleet, write_fleet
 
     write_fleet(generate_fleet(enterprises, seed, year=year), folder)
@@ -153,12 +161,11 @@ def build(
         (pl.lit(as_of).cast(_TIME) - pl.duration(seconds=pl.lit(pl.Series(ago_s)))).alias("time"),
         pl.lit(1.0).alias("value"),
     )
-    written["meter_reading"] = write_frame(
-        client,
-        "meter_reading",
-        readings,
-        tags=["enterprise", "meter", "carrier"],
-        fields=["value"],
+    # raw readings live in their own retention policy (`greenmon db init` makes it)
+    ensure_quietly(client, settings)
+    lines = to_lines(readings, "meter_reading", ["enterprise", "meter", "carrier"], ["value"])
+    written["meter_reading"] = client.write(
+        lines.to_list(), precision="ms", rp=client.policy("meter_reading")
     )
     return written
 
@@ -202,7 +209,7 @@ def run_bench(
             )
             client = InfluxClient.from_settings(settings, timeout=120)
             say(f"writing {enterprises} enterprises x {days} days")
-            written = build(root / "fleet", client, enterprises, year, days, seed, as_of)
+            written = build(root / "fleet", client, settings, enterprises, year, days, seed, as_of)
             registry = load_registry(root / "fleet")
             rules = load_alert_rules()
             sinks, _ = make_sinks(settings)

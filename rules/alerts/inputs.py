@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from greenmon.influx import InfluxClient, InfluxDatabaseNotFoundError
+from greenmon.influx import InfluxClient, InfluxDatabaseNotFoundError, InfluxQueryError
 from greenmon.rules.alerts.evaluate import (
     DAILY_SCHEMA,
     LAST_SEEN_SCHEMA,
@@ -58,6 +58,10 @@ def _query(client: InfluxClient, influxql: str) -> pl.DataFrame:
         return client.query(influxql, epoch="ms")
     except InfluxDatabaseNotFoundError:
         return pl.DataFrame()
+    except InfluxQueryError as exc:
+        if "retention policy not found" in str(exc):  # nothing was ever written there
+            return pl.DataFrame()
+        raise
 
 
 def _month_start(day: date) -> date:
@@ -168,7 +172,7 @@ def read_last_seen(client: InfluxClient, as_of: datetime, lookback_s: float) -> 
     lo = as_of - timedelta(seconds=lookback_s)
     df = _query(
         client,
-        f'SELECT last("value") FROM "meter_reading" WHERE time > {_ms(lo)}ms '
+        f'SELECT last("value") FROM {client.source("meter_reading")} WHERE time > {_ms(lo)}ms '
         f'AND time <= {_ms(as_of)}ms GROUP BY "meter"',
     )
     if df.is_empty() or "meter" not in df.columns:
