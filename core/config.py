@@ -146,6 +146,8 @@ class RetentionSettings(BaseModel):
         if 0 < v < 366:
             raise ValueError("must be 0 (forever) or at least 366: results are kept for years")
         return v
+
+
 class WebhookSettings(BaseModel):
     """One webhook of `[[alerts.webhooks]]`. The URL carries the robot's key: a secret, only
     from the file or the environment, masked when shown."""
