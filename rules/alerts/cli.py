@@ -424,19 +424,22 @@ def watch_cmd(
 
 def _follower(settings: Settings, watcher: Any) -> Any:
     """A `greenmon aggregate --follow` round as a callable: True when it wrote something."""
-    from greenmon.aggregator.service import Follower, default_options
+    from greenmon.aggregator.follow import Follower
+    from greenmon.aggregator.service import default_options
     from greenmon.influx import InfluxClient
+    from greenmon.retention import ensure_quietly
 
     client = InfluxClient.from_settings(settings)
-    follower = Follower(
-        client,
-        watcher.current,
-        default_options(tz=settings.timezone),
-        registry_source=lambda: watcher.current,
+    ensure_quietly(client, settings)  # the database and its retention policies exist
+    opts = default_options(
+        tz=settings.timezone,
+        chunk_readings=settings.aggregate.chunk_readings,
+        meter_windows=settings.aggregate.meter_windows,
     )
+    follower = Follower(client, watcher.current, opts, registry_source=lambda: watcher.current)
 
     def round_() -> bool:
-        return any(r.written for r in follower.poll())
+        return any(n for n in follower.poll().written.values())
 
     return round_
 

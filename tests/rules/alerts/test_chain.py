@@ -105,3 +105,13 @@ def test_a_gateway_outage_is_a_data_quality_alert_of_its_share(
     assert alerts["gateway_silent"]["state"] == "resolved"  # the gateway is back
     for other in ("E0002", "E0003"):
         assert not any(a["rule"] == "data_completeness" for a in after[other]["alerts"])
+
+    # `alerts watch --aggregate` runs follow-mode rounds and evaluates after those that wrote
+    from greenmon.config import Settings
+    from greenmon.registry_watch import RegistryWatcher
+    from greenmon.rules.alerts.cli import _follower
+
+    settings = Settings(influx_url=services.influx_url, database=database, registry=run.root,
+                        runtime_dir=runtime)  # fmt: skip
+    round_ = _follower(settings, RegistryWatcher(run.root))
+    assert round_() is True  # the first round writes the windows of the data so far
