@@ -37,16 +37,23 @@ from greenmon.errors import GreenmonError
 from greenmon.units import KNOWN_UNITS, is_convertible
 
 __all__ = [
+    "DECLARED_FLAGS",
+    "DECLARED_LEVELS",
     "DEFAULT_INTERVAL_S",
     "ENTERPRISES_FILE",
+    "FALSE_VALUES",
+    "GREEN_FACTORY_COLUMN",
     "KINDS",
     "METERS_FILE",
     "MONTHLY_FILE",
+    "MONTHLY_OPTIONAL_NUMBERS",
     "OPTIONAL_ENTERPRISE_NUMBERS",
+    "PRODUCTION_START_COLUMN",
     "ROLES",
     "TARGETS_FILE",
     "TARGET_COLUMNS",
     "TARGET_SCOPES",
+    "TRUE_VALUES",
     "MeterInfo",
     "Registry",
     "RegistryError",
@@ -126,7 +133,26 @@ DEFAULT_INTERVAL_S: Final = 900
 MAX_RATE_COLUMN: Final = "max_rate_per_h"
 _TRUE: Final = ("true", "1")
 _FALSE: Final = ("false", "0")
+TRUE_VALUES: Final = _TRUE
+FALSE_VALUES: Final = _FALSE
 _MONTH_PATTERN: Final = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+# Declared attributes: optional enterprises.csv columns the enterprise (or the bureau) declares,
+# which the green-factory screening and the efficiency classes read (greenmon.rules.screening).
+# Kept as text in the frame; validated here so that a bad value is a registry problem.
+#: true/false (or 1/0) flags; empty = not declared.
+DECLARED_FLAGS: Final = (
+    "energy_management_certified",  # certified energy management system (GB/T 23331/ISO 50001)
+    "major_violation",  # a major safety, environmental or quality violation in three years
+    "above_scale",  # above designated size (规上)
+    "evaluation_exempt",  # exempt from the resource-efficiency classes (class T)
+)
+#: Recognised green-factory level; empty = not declared.
+DECLARED_LEVELS: Final = ("national", "provincial", "city", "none")
+GREEN_FACTORY_COLUMN: Final = "green_factory_level"
+PRODUCTION_START_COLUMN: Final = "production_start"  # YYYY-MM, first month of production
+#: Optional monthly.csv columns (numbers >= 0, empty = unknown), typed Float64 when present.
+MONTHLY_OPTIONAL_NUMBERS: Final = ("employees", "rd_expense_10k_yuan")
 
 # Rows of energy_coefficients.csv that are a conversion basis, not something a meter measures.
 _NOT_METER_CARRIERS: Final = {"electricity_equal_value": "electricity"}
@@ -525,6 +551,28 @@ def _check_enterprises(c: _FileChecks) -> None:
                 c.number(column, positive=True)
             else:
                 c.number_between(column, *bounds)
+    _check_declared(c)
+
+
+def _check_declared(c: _FileChecks) -> None:
+    """The optional declared-attribute columns, when the file has them."""
+    for column in DECLARED_FLAGS:
+        if column in c.df.columns:
+            c.flag(
+                pl.col(column).is_not_null()
+                & ~pl.col(column).str.to_lowercase().is_in([*_TRUE, *_FALSE]),
+                column,
+                pl.format("must be true or false (or 1/0), or empty, got '{}'", pl.col(column)),
+            )
+    if GREEN_FACTORY_COLUMN in c.df.columns:
+        c.choice(GREEN_FACTORY_COLUMN, DECLARED_LEVELS)
+    if PRODUCTION_START_COLUMN in c.df.columns:
+        start = pl.col(PRODUCTION_START_COLUMN)
+        c.flag(
+            start.is_not_null() & ~start.str.contains(_MONTH_PATTERN),
+            PRODUCTION_START_COLUMN,
+            pl.format("bad month '{}' (expected YYYY-MM, e.g. 2019-04)", start),
+        )
 
 
 def _check_meters(c: _FileChecks, known_ids: pl.Series | None) -> None:
@@ -608,8 +656,9 @@ def _check_monthly(c: _FileChecks, known_ids: pl.Series | None) -> None:
         ["enterprise_id", "month"],
         pl.format("month '{}' for enterprise '{}'", month, pl.col("enterprise_id")),
     )
-    for column in _MONTHLY_NUMBERS:
-        c.number(column)
+    for column in (*_MONTHLY_NUMBERS, *MONTHLY_OPTIONAL_NUMBERS):
+        if column in c.df.columns:
+            c.number(column)
 
 
 def _check_targets(c: _FileChecks, counties: pl.Series | None) -> None:
@@ -685,7 +734,8 @@ def _type_monthly(df: pl.DataFrame) -> pl.DataFrame:
         pl.col("month").str.to_date("%Y-%m").alias("month_start"),
         *(pl.col(c).cast(pl.Float64) for c in _MONTHLY_NUMBERS),
         "product_unit",
-        *_extras(df, *MONTHLY_COLUMNS),
+        *(pl.col(c).cast(pl.Float64) for c in MONTHLY_OPTIONAL_NUMBERS if c in df.columns),
+        *_extras(df, *MONTHLY_COLUMNS, *MONTHLY_OPTIONAL_NUMBERS),
     )
 
 

@@ -12,6 +12,9 @@ a file's shape as a pydantic model derived from `RuleDocument` and calls `load_r
   file that holds the key (the user's, else the packaged one), the line and the dotted key
   (``my-alerts.toml:7: total.red_tolerance: Input should be greater than or equal to 0``),
   and raised as one `RuleFileError` (a `ConfigError`: the command exits with code 2);
+- checks that span several keys (an indicator naming a group that does not exist) live in
+  the model's `RuleDocument.cross_check`, run after validation; their problems are named the
+  same way;
 - the result carries `RuleFileInfo` — the files, versions, statuses and a digest — whose
   `label` every output prints, so a report always says which rules judged it.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -70,6 +73,14 @@ class RuleDocument(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     meta: RuleMeta
+
+    def cross_check(self) -> Iterable[tuple[KeyPath, str]]:
+        """Problems that involve several keys, as (key path, reason); none by default.
+
+        Called once the document has validated; `load_rules` names each problem's file and
+        line from its key path (``(("indicators", 2, "group"), "unknown group 'x'")``).
+        """
+        return ()
 
 
 D = TypeVar("D", bound=RuleDocument)
@@ -188,15 +199,15 @@ def _reason(err: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+def _locate(loc: KeyPath, reason: str, docs: list[_Doc]) -> RuleFileProblem:
+    # The key lives in the file that names most of its path; the user's file wins ties.
+    best = max(reversed(docs), key=lambda d: _depth(d.lines, loc))
+    key = ".".join(str(p) for p in loc) or None
+    return RuleFileProblem(best.name, line_of(best.lines, loc), key, reason)
+
+
 def _problems(exc: ValidationError, docs: list[_Doc]) -> list[RuleFileProblem]:
-    problems = []
-    for err in exc.errors():
-        loc: KeyPath = tuple(err["loc"])
-        # The key lives in the file that names most of its path; the user's file wins ties.
-        best = max(reversed(docs), key=lambda d: _depth(d.lines, loc))
-        key = ".".join(str(p) for p in loc) or None
-        problems.append(RuleFileProblem(best.name, line_of(best.lines, loc), key, _reason(err)))
-    return problems
+    return [_locate(tuple(err["loc"]), _reason(err), docs) for err in exc.errors()]
 
 
 def load_rules(
@@ -234,6 +245,9 @@ def load_rules(
         rules = model.model_validate(merged)
     except ValidationError as exc:
         raise RuleFileError(_problems(exc, docs)) from exc
+    crossed = [_locate(tuple(loc), reason, docs) for loc, reason in rules.cross_check()]
+    if crossed:
+        raise RuleFileError(crossed)
     digest = hashlib.sha256()
     for doc in docs:
         digest.update(doc.raw)

@@ -83,6 +83,24 @@ def fleet_cmd(
     year: Annotated[
         int, typer.Option(min=2000, max=2100, help="Year of the monthly statistics and quotas.")
     ] = 2025,
+    green_leaders: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="Share of clearly green-factory enterprises (known answers for "
+            "`greenmon screen`), e.g. 0.03.",
+        ),
+    ] = 0.0,
+    history_years: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=5,
+            help="Earlier years of monthly statistics (1 gives `greenmon classify` its "
+            "previous-year benchmark).",
+        ),
+    ] = 0,
     force: Annotated[bool, typer.Option(help="Replace a fleet already in --out.")] = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -92,12 +110,15 @@ def fleet_cmd(
     reads), gateways.csv (for broker ACLs), simulation_*.csv and fleet.json (for
     `greenmon simulate run`). Same --enterprises, --seed and --year: same bytes.
 
-    Example: `greenmon simulate fleet -n 50 --seed 7 --out fleet/`
+    Example: `greenmon simulate fleet -n 50 --seed 7 --out fleet/`;
+    `greenmon simulate fleet -n 1000 --green-leaders 0.03 --history-years 1 --out fleet/`
     """
     from greenmon.registry import load_registry
     from greenmon.simulators.fleet import generate_fleet, write_fleet
 
-    fleet = generate_fleet(enterprises, seed, year=year)
+    fleet = generate_fleet(
+        enterprises, seed, year=year, leader_share=green_leaders, history_years=history_years
+    )
     files = write_fleet(fleet, out, overwrite=force)
     registry = load_registry(out)  # the registry must load with zero problems
     sim_e = fleet.sim_enterprises
@@ -115,6 +136,7 @@ def fleet_cmd(
         "with_pv": int((sim_e["pv_kwp"] > 0).sum()),
         "key_energy_users": int((fleet.enterprises["key_energy_user"] == "true").sum()),
         "green_candidates": int((sim_e["design"] == "green_candidate").sum()),
+        "green_leaders": int((sim_e["design"] == "green_leader").sum()),
         "quota_breaches": int((sim_e["design"] == "quota_breach").sum()),
         "designed_tce": round(float(sim_e["designed_tce"].sum()), 1),
         "seed": seed,

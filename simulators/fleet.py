@@ -15,7 +15,19 @@ enterprises and a seed it draws, per enterprise (each from its own random stream
   logger) with their habits: batch or single payloads, RFC 3339 or epoch-ms timestamps,
   unit sent, omitted or scaled;
 - 12 months of output value, value added, sales, tax and product output, consistent with the
-  shift pattern's calendar.
+  shift pattern's calendar (and, with `history_years`, the same statistics for earlier years);
+  average headcount and R&D spending per month;
+- declared attributes (``energy_management_certified``, ``major_violation``,
+  ``green_factory_level``, ``above_scale``, ``production_start``; see the registry's
+  ``DECLARED_FLAGS``), drawn so that green candidates declare what a green factory must and a
+  few typical firms do not; about 5% of typical firms started production less than two years
+  before the end of `year` (no statistics before their start);
+- optionally (`leader_share`), "green leaders": clearly green-factory material — intensity
+  0.30-0.40 of the industry's typical value, twice the usual output per mu, rooftop PV for about
+  30% of their electricity, every requirement declared — so that screening has known answers.
+
+Draws that came later (declared attributes, leaders, history) use random streams of their own,
+so a fleet without leaders is, value for value, the fleet earlier versions generated.
 
 `write_fleet` writes the registry (``enterprises.csv``, ``meters.csv``, ``monthly.csv``, which
 `greenmon.registry.load_registry` accepts) plus what only the simulator needs:
@@ -70,13 +82,20 @@ __all__ = [
     "write_fleet",
 ]
 
-FLEET_FORMAT: Final = 1
+FLEET_FORMAT: Final = 2
 GATEWAYS_FILE: Final = "gateways.csv"
 SIM_METERS_FILE: Final = "simulation_meters.csv"
 SIM_ENTERPRISES_FILE: Final = "simulation_enterprises.csv"
 META_FILE: Final = "fleet.json"
 MAX_ENTERPRISES: Final = 99_999
 _STREAM_ENTERPRISE: Final = 1  # SeedSequence spawn keys: (purpose, index)
+_STREAM_LEADER: Final = 2
+_STREAM_DECLARED: Final = 3
+_STREAM_HISTORY: Final = 4
+#: Share of typical firms that started production less than two years before the fleet's year
+#: ends, and the 规上 (above designated size) output threshold in 10k yuan (20 million yuan).
+NEW_FIRM_SHARE: Final = 0.05
+ABOVE_SCALE_OUTPUT_10K_YUAN: Final = 2000.0
 CT_RATIOS: Final = (
     1,
     2,
@@ -108,6 +127,11 @@ REGISTRY_ENTERPRISE_COLUMNS: Final = (
     "key_energy_user",
     "latitude",
     "longitude",
+    "energy_management_certified",
+    "major_violation",
+    "green_factory_level",
+    "above_scale",
+    "production_start",
 )
 REGISTRY_METER_COLUMNS: Final = (*METER_COLUMNS, "interval_s")
 GATEWAY_COLUMNS: Final = (
@@ -215,24 +239,48 @@ class _Month:
             self.shares[pattern] = per_month / per_month.sum()
 
 
-def generate_fleet(n_enterprises: int, seed: int, *, year: int = 2025) -> Fleet:
-    """Draw a fleet of `n_enterprises` (1 to 99,999) from `seed` for calendar `year`."""
+def generate_fleet(
+    n_enterprises: int,
+    seed: int,
+    *,
+    year: int = 2025,
+    leader_share: float = 0.0,
+    history_years: int = 0,
+) -> Fleet:
+    """Draw a fleet of `n_enterprises` (1 to 99,999) from `seed` for calendar `year`.
+
+    `leader_share`: the probability that an enterprise is a green leader (0 to 0.5);
+    `history_years`: earlier years of monthly statistics (0 to 5), e.g. 1 for the
+    resource-efficiency classes, whose benchmark is the previous year's county average.
+    """
     if not 1 <= n_enterprises <= MAX_ENTERPRISES:
         raise FleetError(
             f"--enterprises must be between 1 and {MAX_ENTERPRISES}, got {n_enterprises}"
         )
     if seed < 0:
         raise FleetError(f"--seed must be >= 0, got {seed}")
+    if not 0.0 <= leader_share <= 0.5:
+        raise FleetError(f"--green-leaders must be between 0 and 0.5, got {leader_share:g}")
+    if not 0 <= history_years <= 5:
+        raise FleetError(f"--history-years must be between 0 and 5, got {history_years}")
     p = load_params()
     width = max(4, len(str(n_enterprises)))
     months = _Month(year)
+    history = [(y, _Month(y)) for y in range(year - history_years, year)]
     rows: dict[str, list[dict[str, Any]]] = {
         k: [] for k in ("ent", "met", "mon", "gw", "sim", "sime")
     }
     names_used: dict[str, int] = {}
     for i in range(n_enterprises):
         eid = f"E{i + 1:0{width}d}"
-        _enterprise(p, _rng(seed, _STREAM_ENTERPRISE, i), eid, year, months, names_used, rows)
+        lead_rng = _rng(seed, _STREAM_LEADER, i)
+        leader = lead_rng if leader_share > 0 and lead_rng.random() < leader_share else None
+        _enterprise(
+            p, _rng(seed, _STREAM_ENTERPRISE, i), eid, year, months, names_used, rows, leader
+        )
+        _declared_and_history(
+            _rng(seed, _STREAM_DECLARED, i), _rng(seed, _STREAM_HISTORY, i), months, history, rows
+        )
     meters = pl.DataFrame(rows["met"], schema=_METER_SCHEMA, orient="row")
     return Fleet(
         enterprises=pl.DataFrame(rows["ent"], schema=_ENTERPRISE_SCHEMA, orient="row"),
@@ -241,7 +289,14 @@ def generate_fleet(n_enterprises: int, seed: int, *, year: int = 2025) -> Fleet:
         gateways=pl.DataFrame(rows["gw"], schema=_GATEWAY_SCHEMA, orient="row"),
         sim_meters=pl.DataFrame(rows["sim"], schema=_SIM_METER_SCHEMA, orient="row"),
         sim_enterprises=pl.DataFrame(rows["sime"], schema=_SIM_ENTERPRISE_SCHEMA, orient="row"),
-        meta={"format": FLEET_FORMAT, "seed": seed, "year": year, "enterprises": n_enterprises},
+        meta={
+            "format": FLEET_FORMAT,
+            "seed": seed,
+            "year": year,
+            "enterprises": n_enterprises,
+            "leader_share": leader_share,
+            "history_years": history_years,
+        },
     )
 
 
@@ -253,6 +308,7 @@ def _enterprise(
     months: _Month,
     names_used: dict[str, int],
     rows: dict[str, list[dict[str, Any]]],
+    leader: np.random.Generator | None = None,
 ) -> None:
     c = p.const
     tables = _tables()
@@ -274,8 +330,14 @@ def _enterprise(
 
     land = max(5.0, float(np.round(ind["land_mu_median"] * rng.lognormal(0, c("land_sigma")), 1)))
     output = land * ind["output_per_mu_10k_yuan"] * rng.lognormal(0, c("output_sigma"))
+    if leader is not None:  # the same output on about half the land: twice the output per mu
+        land = max(5.0, float(np.round(land / leader.uniform(1.8, 2.2), 1)))
     design_draw = rng.random()
-    if design_draw < c("green_share"):
+    if leader is not None:
+        design = "green_leader"
+        efficiency = leader.uniform(0.30, 0.40)
+        quota_ratio = leader.uniform(c("headroom_low"), c("headroom_high"))
+    elif design_draw < c("green_share"):
         design = "green_candidate"
         efficiency = rng.uniform(c("green_low"), c("green_high"))
         quota_ratio = rng.uniform(c("headroom_low"), c("headroom_high"))
@@ -302,7 +364,10 @@ def _enterprise(
     has_pv = rng.random() < ind["pv_probability"]
     pv_kwp = 0.0
     el_annual = shares["electricity"] * energy_kgce / p.kgce_per_unit[("electricity", "kWh")]
-    if has_pv:
+    if leader is not None:  # rooftop PV for about 30% of the electricity
+        pv_kwp = _round_sig(max(10.0, 0.3 * el_annual / c("pv_yield_kwh_per_kwp")), 3)
+        has_pv = True
+    elif has_pv:
         pv_kwp = land * c("pv_kwp_per_mu") * rng.lognormal(0, c("pv_sigma"))
         pv_kwp = min(pv_kwp, 0.6 * el_annual / c("pv_yield_kwh_per_kwp"))  # at most 60% solar
         pv_kwp = _round_sig(pv_kwp, 3)
@@ -461,7 +526,7 @@ def _enterprise(
         rows["sim"].append(sim)
 
     green = ""
-    if design == "green_candidate":
+    if design in ("green_candidate", "green_leader"):
         labels = list(_GREEN_LABELS[:2]) + ([_GREEN_LABELS[2]] if rng.random() < 0.4 else [])
         green = ";".join(labels)
     elif rng.random() < 0.3:
@@ -519,6 +584,96 @@ def _enterprise(
         )
 
 
+def _flag(value: bool | None) -> str:
+    return "" if value is None else ("true" if value else "false")
+
+
+def _declared_and_history(
+    rng: np.random.Generator,
+    history_rng: np.random.Generator,
+    months_now: _Month,
+    history: list[tuple[int, _Month]],
+    rows: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Declared attributes, headcount and R&D of the enterprise `_enterprise` just added, and
+    its statistics for the `history` years (inserted before its current-year months)."""
+    ent, sime = rows["ent"][-1], rows["sime"][-1]
+    year = int(rows["mon"][-1]["month"][:4])
+    design = sime["design"]
+    output = float(sime["annual_output_10k_yuan"])
+    labels = ent["green_attributes"].split(";") if ent["green_attributes"] else []
+    green = design in ("green_candidate", "green_leader")
+    u_cert, u_violation, u_level, u_new, u_age, u_month = rng.random(6)
+    if "ISO 50001" in labels:
+        certified: bool | None = True
+    else:
+        certified = None if u_cert < 0.3 else False
+    if green:
+        violation: bool | None = False
+    else:
+        violation = True if u_violation < 0.04 else (None if u_violation < 0.15 else False)
+    level = "provincial" if "省级绿色工厂" in labels else ("" if u_level < 0.2 else "none")
+    new_firm = design == "typical" and u_new < NEW_FIRM_SHARE
+    if new_firm:  # started 2 to 12 months into the previous year: under two years by year end
+        start_year, start_month = year - 1, 2 + int(u_month * 11)
+    else:
+        start_year, start_month = year - 3 - int(u_age * 22), 1 + int(u_month * 12)
+    ent.update(
+        {
+            "energy_management_certified": _flag(certified),
+            "major_violation": _flag(violation),
+            "green_factory_level": level,
+            "above_scale": _flag(output >= ABOVE_SCALE_OUTPUT_10K_YUAN),
+            "production_start": f"{start_year}-{start_month:02d}",
+        }
+    )
+    headcount = max(5.0, float(np.round(output / rng.uniform(80.0, 250.0))))
+    rd_share = rng.uniform(0.005, 0.04)
+    current = rows["mon"][-12:]
+    for row in current:
+        row["employees"] = headcount
+        row["rd_expense_10k_yuan"] = float(np.round(row["sales_10k_yuan"] * rd_share, 1))
+    earlier: list[dict[str, Any]] = []
+    growth = 1.0
+    for hist_year, months in reversed(history):  # newest first: each year a little smaller
+        growth /= history_rng.uniform(1.0, 1.12)
+        now = months_now.shares[sime["pattern"]]
+        for m, share in enumerate(months.shares[sime["pattern"]], start=1):
+            if (hist_year, m) < (start_year, start_month):
+                continue
+            ratio = growth * float(share) / float(now[m - 1])
+            template = current[m - 1]
+            noise = history_rng.lognormal(0, 0.04, 5)
+            row = {
+                "enterprise_id": template["enterprise_id"],
+                "month": f"{hist_year}-{m:02d}",
+                **{
+                    key: float(np.round(float(template[key]) * ratio * n, digits))
+                    for (key, digits), n in zip(
+                        (
+                            ("output_value_10k_yuan", 1),
+                            ("value_added_10k_yuan", 1),
+                            ("sales_10k_yuan", 1),
+                            ("tax_10k_yuan", 1),
+                            ("product_output", 1),
+                        ),
+                        noise,
+                        strict=True,
+                    )
+                },
+                "product_unit": template["product_unit"],
+                "employees": float(np.round(headcount * growth**0.5)),
+                "rd_expense_10k_yuan": float(
+                    np.round(float(template["sales_10k_yuan"]) * ratio * rd_share, 1)
+                ),
+            }
+            if template["product_unit"] in _WHOLE_UNITS:
+                row["product_output"] = float(np.round(row["product_output"]))
+            earlier.append(row)
+    earlier.sort(key=lambda r: r["month"])
+    rows["mon"][-12:] = earlier + current
+
+
 @dataclass(frozen=True)
 class _Tables:
     cluster_weights: list[float]
@@ -559,6 +714,11 @@ _ENTERPRISE_SCHEMA: Final = {
     "key_energy_user": pl.String,
     "latitude": pl.Float64,
     "longitude": pl.Float64,
+    "energy_management_certified": pl.String,
+    "major_violation": pl.String,
+    "green_factory_level": pl.String,
+    "above_scale": pl.String,
+    "production_start": pl.String,
 }
 _METER_SCHEMA: Final = {
     "meter_id": pl.String,
@@ -581,6 +741,8 @@ _MONTHLY_SCHEMA: Final = {
     "tax_10k_yuan": pl.Float64,
     "product_output": pl.Float64,
     "product_unit": pl.String,
+    "employees": pl.Float64,
+    "rd_expense_10k_yuan": pl.Float64,
 }
 _GATEWAY_SCHEMA: Final = {
     "enterprise_id": pl.String,

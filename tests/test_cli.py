@@ -54,6 +54,7 @@ OFFLINE = [
     ["bench", "ingest"],
     ["bench", "aggregate"],
     ["bench", "alerts"],
+    ["bench", "screen"],
 ]
 
 

@@ -143,3 +143,23 @@ def test_digest_changes_with_content(base: Path, tmp_path: Path) -> None:
     one = load_rules(Doc, base).info.digest
     user = write(tmp_path, "user.toml", "[total]\ndays = 4\n")
     assert load_rules(Doc, base, user).info.digest != one
+
+
+class Checked(Doc):
+    def cross_check(self):  # type: ignore[no-untyped-def]
+        names = [r.name for r in self.rules]
+        for i, rule in enumerate(self.rules):
+            if names.count(rule.name) > 1:
+                yield ("rules", i, "name"), f"rule '{rule.name}' is defined twice"
+
+
+def test_cross_checks_are_named_with_file_line_and_key(base: Path, tmp_path: Path) -> None:
+    assert load_rules(Checked, base).rules.rules[1].name == "b"
+    user = write(tmp_path, "user.toml", '[[rules]]\nname = "a"\nweight = 1\n\n'
+                 '[[rules]]\nname = "a"\nweight = 2\n')  # fmt: skip
+    with pytest.raises(RuleFileError) as info:
+        load_rules(Checked, base, user)
+    assert str(info.value).splitlines() == [
+        f"{user}:2: rules.0.name: rule 'a' is defined twice",
+        f"{user}:6: rules.1.name: rule 'a' is defined twice",
+    ]
