@@ -1,6 +1,7 @@
 # greenmon: two commands to know, `make demo` and `make test`.
 # Both create .venv, install the package with its test extras, and install the Debian
-# packages mosquitto and influxdb when they are missing (needs root or sudo).
+# packages mosquitto, influxdb, chromium and fonts-wqy-zenhei when they are missing (needs
+# root or sudo).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,6 +27,13 @@ debs:
 	  echo "installing Debian packages mosquitto and influxdb"; \
 	  DEBIAN_FRONTEND=noninteractive $(APT) update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq mosquitto mosquitto-clients influxdb; \
+	fi
+	@# headless Chromium renders the HTML reports in the tests; a CJK font makes them legible
+	@if ! command -v chromium >/dev/null 2>&1 \
+	   || [ ! -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]; then \
+	  echo "installing Debian packages chromium and fonts-wqy-zenhei"; \
+	  DEBIAN_FRONTEND=noninteractive $(APT) update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium fonts-wqy-zenhei; \
 	fi
 
 $(VENV)/.deps: pyproject.toml

@@ -148,6 +148,8 @@ def key_lines(text: str) -> dict[KeyPath, int]:
                 continue
             table = _resolve(tuple(parsed[0]), array_counts)
             lines[table] = number
+            for i in range(1, len(table)):  # [a.b] defines a (unless a has its own line)
+                lines.setdefault(table[:i], number)
             continue
         parsed = _read_key(raw, indent)
         if parsed is None:

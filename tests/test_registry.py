@@ -289,6 +289,52 @@ def test_coordinates_and_capacity_are_optional_numbers(registry_dir: Path) -> No
     ]
 
 
+def test_declared_attributes_are_optional_and_checked(registry_dir: Path) -> None:
+    """The columns screening and classification read (DECLARED_FLAGS, green_factory_level,
+    production_start) are validated when present and kept as text."""
+    path = registry_dir / "enterprises.csv"
+    rows = _rows(path)
+    extra = ["energy_management_certified", "major_violation", "above_scale",
+             "evaluation_exempt", "green_factory_level", "production_start"]  # fmt: skip
+    values = [["TRUE", "0", "", "false", "Provincial", "2012-04"],
+              ["", "", "1", "", "", ""],
+              ["false", "false", "true", "no", "none", "2024"]]  # fmt: skip
+    _write(path, [[*rows[0], *extra], *([*r, *v] for r, v in zip(rows[1:], values, strict=True))])
+    with pytest.raises(RegistryError) as err:
+        load_registry(registry_dir)
+    assert [str(p) for p in err.value.problems] == [
+        "enterprises.csv:4: evaluation_exempt: must be true or false (or 1/0), or empty, got 'no'",
+        "enterprises.csv:4: production_start: bad month '2024' (expected YYYY-MM, e.g. 2019-04)",
+    ]
+    rows = _rows(path)
+    rows[3][-3:] = ["", "national", "2024-11"]
+    rows[2][-2] = "county"
+    _write(path, rows)
+    with pytest.raises(RegistryError) as err:
+        load_registry(registry_dir)
+    assert [str(p) for p in err.value.problems] == [
+        "enterprises.csv:3: green_factory_level: must be national, provincial, city or none, "
+        "got 'county'"
+    ]
+    rows[2][-2] = ""
+    _write(path, rows)
+    reg = load_registry(registry_dir)
+    certified = reg.enterprises.get_column("energy_management_certified").to_list()
+    assert certified == ["TRUE", None, "false"]
+
+
+def test_optional_monthly_numbers_are_typed(registry_dir: Path) -> None:
+    path = registry_dir / "monthly.csv"
+    rows = _rows(path)
+    _write(path, [[*rows[0], "employees"], *([*r, "120"] for r in rows[1:])])
+    assert load_registry(registry_dir).monthly.schema["employees"] == pl.Float64
+    rows = _rows(path)
+    rows[2][-1] = "many"
+    _write(path, rows)
+    with pytest.raises(RegistryError, match=r"monthly\.csv:3: employees: not a number: 'many'"):
+        load_registry(registry_dir)
+
+
 # --------------------------------------------------------------------------- one bad row each
 
 Mutation = Callable[[Path], None]

@@ -106,7 +106,7 @@ def bar_chart(
         out.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c0392b" '
             f'stroke-width="1.5" stroke-dasharray="6 4"/>'
-            f'<text x="{width - right}" y="{y - 5:.1f}" text-anchor="end" fill="#c0392b" '
+            f'<text x="{left + 6}" y="{y - 5:.1f}" fill="#c0392b" '
             f"{_FONT}>{escape(reference_label)}</text>"
         )
     out.append(
@@ -127,11 +127,12 @@ def stacked_bars(
     width: int = 960,
     row_height: int = 26,
 ) -> str:
-    """Horizontal bars, one per stack, split into coloured parts (counts), with a legend."""
+    """Horizontal bars, one per stack, split into coloured parts by their share of the stack's
+    count (every bar full width: distributions compare across stacks of any size); each part
+    is labelled with its count, each bar with its total."""
     label_w, right, top = 190, 60, 34
     height = top + row_height * len(stacks) + 12
     plot_w = width - label_w - right
-    longest = max([sum(p[1] for p in s.parts) for s in stacks] + [1.0])
     out = [
         f'<svg class="chart" data-chart="{escape(name)}" viewBox="0 0 {width} {height}" '
         f'width="100%" role="img" xmlns="http://www.w3.org/2000/svg">',
@@ -155,7 +156,7 @@ def stacked_bars(
         for part, count, colour in stack.parts:
             if count <= 0:
                 continue
-            w = plot_w * count / longest
+            w = plot_w * count / total
             tip = escape(f"{stack.label}: {part} {count:g}")
             out.append(
                 f'<rect x="{x0:.2f}" y="{y + 3}" width="{w:.2f}" height="{row_height - 6}" '

@@ -103,9 +103,9 @@ def _value(num: str, den: str, scale: float, annualise: float) -> pl.Expr:
 def _why_missing(num: str, den: str) -> pl.Expr:
     def what(column: str) -> str:
         if column in ("energy_tce", "double_control_tce", "co2_t"):
-            return "no energy data"
+            return "no energy data for every day of the months"
         if column == "electricity_mwh":
-            return "no electricity data"
+            return "no electricity data for the months"
         if column == "land_area_mu":
             return "no land area"
         return f"no {column} for every month"

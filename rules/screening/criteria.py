@@ -148,6 +148,8 @@ class Indicator(_Table):
     leading: float | None = None
     status: Status | None = None
     source: str = ""
+    #: GB/T 4754 prefix lengths peers may share for this indicator (default: ``[peers]``'s).
+    peer_levels: tuple[int, ...] | None = Field(default=None, min_length=1)
 
 
 class Baseline(_Table):
@@ -167,6 +169,7 @@ class Requirement(_Table):
     id: str = Field(pattern=_ID)
     name: str = Field(min_length=1)
     name_en: str = Field(min_length=1)
+    short: str = ""  # a label for tables (default: the id)
     check: Literal["declared", "online_monitoring"]
     column: str | None = None
     expect: bool = True

@@ -6,7 +6,10 @@
   ``double_control_kgce``; the days with data and the mean daily completeness (a day without a
   row counts as 0: a silent gateway is not "complete");
 - the same sums over the period's whole months (``ratio_*``), which the ratios to monthly
-  statistics use, and electricity in kWh over those months when it was read;
+  statistics use — null unless every day of those months has a row (a day without a row had
+  no reading at all: its energy is unknown, and a ratio over it would pass for a small one;
+  ``ratio_energy_note`` says how many days are missing) — and electricity in kWh over those
+  months when it was read;
 - on-site generation (kgce) over the period: 0 for an enterprise without a ``generation``
   meter in the registry, null for one that has such a meter but no data;
 - `statistics` of monthly.csv over the whole months: strict sums (null when any month lacks
@@ -172,8 +175,11 @@ def enterprise_facts(
             pl.col("enterprise").is_in(generators).alias("has_generation"),
         )
     )
+    expected = round((period.ratio_end - period.start).total_seconds() / 86_400)
     no_days = pl.col("days_with_data") == 0
-    no_ratio_days = pl.col("ratio_days") == 0
+    no_ratio_days = pl.lit(expected == 0) | (pl.col("ratio_days") < expected)
+    months = period.month_labels()
+    span = (f"{months[0]}..{months[-1]}" if len(months) > 1 else months[0]) if months else ""
     return facts.with_columns(
         *(
             pl.when(no_days).then(None).otherwise(pl.col(c)).alias(c)
@@ -187,6 +193,15 @@ def enterprise_facts(
         .then(pl.col("generation_kgce"))
         .otherwise(0.0)
         .alias("generation_kgce"),
+        pl.when(pl.col("ratio_days") == 0)
+        .then(pl.lit(f"no energy data in {span}" if months else "no whole month yet"))
+        .when(no_ratio_days)
+        .then(
+            pl.format(
+                f"energy data on only {{}} of {expected} days of {span}", pl.col("ratio_days")
+            )
+        )
+        .alias("ratio_energy_note"),
         pl.lit(period.days, dtype=pl.UInt32).alias("period_days"),
         pl.lit(period.months, dtype=pl.UInt32).alias("period_months"),
     )

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from greenmon.rules.screening.classify import NOT_EVALUATED
-from greenmon.rules.screening.screen import gap_text
+from greenmon.rules.screening.screen import gap_short, gap_text
 from greenmon.rules.screening.service import Judgement
 
 __all__ = ["classify_json", "print_classify", "print_screen", "screen_json"]
@@ -65,6 +65,7 @@ def _indicator_rows(j: Judgement) -> dict[str, list[dict[str, Any]]]:
                 "change": _round(row["gap_change"], 2),
                 "kind": "percent" if row["gap_kind"] == "relative" else "absolute",
                 "text": gap_text(row),
+                "short": gap_short(row),
             }
         out.setdefault(row["enterprise"], []).append(
             {
@@ -98,6 +99,7 @@ def _requirement_rows(j: Judgement) -> dict[str, list[dict[str, Any]]]:
                 "id": row["requirement"],
                 "name": row["name"],
                 "name_en": row["name_en"],
+                "short": row["short"],
                 "met": row["met"],
                 "detail": row["detail"],
             }
@@ -310,16 +312,19 @@ def print_screen(console: Console, j: Judgement, top: int) -> None:
         "why not / largest gap",
         title=f"candidates, best first ({int(cand['passed'].sum())} of {cand.height} pass)",
     )
+    requirements = _requirement_rows(j)
     for row in shown.iter_rows(named=True):
-        note = "; ".join(row["fail_reasons"])
+        failed = [r["short"] for r in requirements.get(row["enterprise"], []) if not r["met"]]
+        notes = [f"✗ {', '.join(failed)}"] if failed else []
+        notes += [r for r in row["fail_reasons"] if not r.startswith("requirement not met")]
         gaps = [i for i in indicators.get(row["enterprise"], []) if i["gap"]]
         if gaps:
             worst = max(gaps, key=lambda i: i["weight"] * (100.0 - (i["score"] or 0.0)))
-            text = f"{worst['name']} {worst['gap']['text']}"
-            note = f"{note}; {text}" if note else text
+            notes.append(f"{worst['name']} {worst['gap']['short']}")
         unscored = [i["name"] for i in indicators.get(row["enterprise"], []) if not i["scored"]]
         if unscored:
-            note += ("; " if note else "") + "not scored: " + ", ".join(unscored)
+            notes.append("not scored: " + ", ".join(unscored))
+        note = "; ".join(notes)
         table.add_row(
             str(row["rank"]),
             row["enterprise"],

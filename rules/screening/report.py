@@ -144,7 +144,7 @@ def _candidates_section(data: dict[str, Any]) -> str:
     for c in shown:
         reqs = " ".join(
             f'<span class="{"ok" if r["met"] else "no"}" title="{_e(r["detail"])}">'
-            f"{'✓' if r['met'] else '✗'} {_e(r['name_en'])}</span><br>"
+            f"{'✓' if r['met'] else '✗'} {_e(r['short'])}</span><br>"
             for r in c["requirements"]
         )
         gaps = []

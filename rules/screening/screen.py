@@ -61,7 +61,7 @@ def _ratio_reason(numerator: str, column: str, what: str) -> pl.Expr:
         pl.when(pl.col("period_months") == 0)
         .then(pl.lit("no whole month in the period yet"))
         .when(pl.col(numerator).is_null())
-        .then(pl.lit("no energy data in the period's whole months"))
+        .then(pl.col("ratio_energy_note").fill_null("no energy data in the period's whole months"))
         .when(pl.col(f"missing_{column}").is_not_null())
         .then(_missing_stat(column, what))
         .when(pl.col(column) <= 0)
@@ -173,15 +173,18 @@ def _peer_baselines(long: pl.DataFrame, criteria: ScreeningCriteria) -> pl.DataF
     lower = pl.col("indicator").replace_strict(directions, return_dtype=pl.String) == "lower"
     q_base = peers.baseline_percentile / 100.0
     share = peers.leading_share / 100.0
+    allowed = {i.id: i.peer_levels or peers.prefix_lengths for i in criteria.indicators}
+    lengths = sorted({n for levels in allowed.values() for n in levels}, reverse=True)
     levels = []
-    for length in peers.prefix_lengths:
+    for length in lengths:
         key = pl.concat_str(
             pl.col("industry").str.slice(0, length),
             pl.when(pl.col("peer_unit").is_not_null())
             .then(pl.format(" [{}]", pl.col("peer_unit")))
             .otherwise(pl.lit("")),
         )
-        keyed = long.with_columns(key.alias("key"))
+        here = [i for i, levels in allowed.items() if length in levels]
+        keyed = long.filter(pl.col("indicator").is_in(here)).with_columns(key.alias("key"))
         stats = (
             keyed.filter(pl.col("value").is_not_null())
             .group_by("indicator", "key")
@@ -208,10 +211,10 @@ def _peer_baselines(long: pl.DataFrame, criteria: ScreeningCriteria) -> pl.DataF
             .alias(f"L{length}"),
         )
         levels.append(level)
-    joined = levels[0]
-    for level in levels[1:]:
+    joined = long.select("enterprise", "indicator")
+    for level in levels:
         joined = joined.join(level, on=["enterprise", "indicator"], how="left")
-    chosen = pl.coalesce(*(pl.col(f"L{n}") for n in peers.prefix_lengths))
+    chosen = pl.coalesce(*(pl.col(f"L{n}") for n in lengths))
     note = (
         f"median / value the best {peers.leading_share:g}% reach, {peers.status}"
         if peers.baseline_percentile == 50
@@ -374,6 +377,7 @@ def _requirements(facts: pl.DataFrame, criteria: ScreeningCriteria) -> pl.DataFr
                 pl.lit(n).alias("order"),
                 pl.lit(req.name).alias("name"),
                 pl.lit(req.name_en).alias("name_en"),
+                pl.lit(req.short or req.id).alias("short"),
                 met.alias("met"),
                 detail.alias("detail"),
             )
@@ -386,6 +390,7 @@ def _requirements(facts: pl.DataFrame, criteria: ScreeningCriteria) -> pl.DataFr
                 "order": pl.Int32,
                 "name": pl.String,
                 "name_en": pl.String,
+                "short": pl.String,
                 "met": pl.Boolean,
                 "detail": pl.String,
             }
@@ -433,9 +438,19 @@ def screen(
     ind = ind.with_columns(
         pl.when(no_base)
         .then(
-            pl.lit(
-                f"no baseline: fewer than {criteria.peers.min_peers} peers with a value at "
-                "every industry level, and none in the criteria file"
+            pl.format(
+                f"no baseline: fewer than {criteria.peers.min_peers} peers with a value in {{}} "
+                "(nor at a finer industry level), and none in the criteria file",
+                pl.col("industry").str.slice(
+                    0,
+                    pl.col("indicator").replace_strict(
+                        {
+                            i.id: min(i.peer_levels or criteria.peers.prefix_lengths)
+                            for i in criteria.indicators
+                        },
+                        return_dtype=pl.UInt32,
+                    ),
+                ),
             )
         )
         .otherwise(pl.col("reason"))
@@ -563,14 +578,28 @@ def gap_text(row: dict[str, object]) -> str | None:
     assert isinstance(to, float) and isinstance(value, float)
     unit = str(row["unit"] or "")
     verb = "fall" if row["direction"] == "lower" else "rise"
-    goal = f"to reach the {target} value ({_num(to)} {unit})".replace(" )", ")")
+    shown = f"{_num(to)}%" if unit == "%" else f"{_num(to)} {unit}".strip()
+    goal = f"to reach the {target} value ({shown})"
     if row["gap_kind"] == "absolute":
         points = "percentage points" if unit == "%" else unit
-        return f"must {verb} {_num(abs(to - value))} {points} {goal}".replace("  ", " ")
+        return f"must {verb} {abs(to - value):.1f} {points} {goal}".replace("  ", " ")
     if change is None:
         return f"must {verb} from {_num(value)} {goal}"
     assert isinstance(change, float)
     return f"must {verb} {abs(change):.1f}% {goal}"
+
+
+def gap_short(row: dict[str, object]) -> str | None:
+    """``+95.2% -> baseline`` (or ``+4.5 pp -> leading``) for tables."""
+    target, to, change, value = row["gap_target"], row["gap_to"], row["gap_change"], row["value"]
+    if target is None or not isinstance(to, float) or not isinstance(value, float):
+        return None
+    if row["gap_kind"] == "absolute":
+        unit = "pp" if row["unit"] == "%" else str(row["unit"] or "")
+        return f"{to - value:+.1f} {unit} -> {target}".replace("  ", " ")
+    if not isinstance(change, float):
+        return f"{_num(value)} -> {_num(to)} ({target})"
+    return f"{change:+.1f}% -> {target}"
 
 
 def _num(x: float) -> str:

@@ -86,3 +86,11 @@ def test_line_of_falls_back_to_enclosing_path() -> None:
     assert line_of(lines, ("rules", 1, "steps", 1, "inline", "y")) == 30
     assert line_of(lines, ("total", "list", 1)) == 13
     assert line_of(lines, ("nowhere",)) is None
+
+
+def test_a_table_header_locates_its_parent_tables() -> None:
+    lines = key_lines("[meta]\nkind = 'x'\n\n[groups.land]\nweight = 1\n[groups.air]\nweight = 2\n")
+    assert lines[("groups",)] == 4  # the first header that names it
+    assert lines[("groups", "air")] == 6
+    # a parent with a header of its own keeps it
+    assert key_lines("[a]\nx = 1\n[a.b]\ny = 2\n")[("a",)] == 1

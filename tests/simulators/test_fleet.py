@@ -132,3 +132,66 @@ def test_bad_sizes_and_overwrite(tmp_path: Path) -> None:
     write_fleet(generate_fleet(3, 1), tmp_path, overwrite=True)
     with pytest.raises(FleetError, match="not a simulator fleet"):
         load_fleet(tmp_path / "missing")
+
+
+def test_green_leaders_are_clearly_green_factory_material() -> None:
+    plain = generate_fleet(200, 17)
+    fleet = generate_fleet(200, 17, leader_share=0.1)
+    sim = fleet.sim_enterprises
+    leaders = sim.filter(pl.col("design") == "green_leader")
+    assert 10 <= leaders.height <= 35
+    assert leaders["efficiency"].is_between(0.30, 0.40).all()
+    assert (leaders["pv_kwp"] > 0).all()
+    ids = leaders["enterprise_id"].implode()
+    declared = fleet.enterprises.filter(pl.col("enterprise_id").is_in(ids))
+    assert (declared["energy_management_certified"] == "true").all()
+    assert (declared["major_violation"] == "false").all()
+    # twice the usual output per mu, on average
+    per_mu = (
+        sim.join(fleet.enterprises, on="enterprise_id")
+        .with_columns((pl.col("annual_output_10k_yuan") / pl.col("land_area_mu")).alias("per_mu"))
+        .group_by(pl.col("design") == "green_leader")
+        .agg(pl.col("per_mu").median())
+        .sort("design")
+    )
+    assert per_mu["per_mu"][1] > 1.5 * per_mu["per_mu"][0]
+    # the other enterprises are exactly those of the fleet without leaders
+    others = ~pl.col("enterprise_id").is_in(ids)
+    assert fleet.enterprises.filter(others).equals(plain.enterprises.filter(others))
+    assert fleet.meters.filter(others).equals(plain.meters.filter(others))
+    assert fleet.monthly.filter(others).equals(plain.monthly.filter(others))
+
+
+def test_declared_attributes_and_history(tmp_path: Path) -> None:
+    fleet = generate_fleet(300, 5, history_years=1)
+    write_fleet(fleet, tmp_path)
+    registry = load_registry(tmp_path)  # the declared columns pass the registry's checks
+    ent = fleet.enterprises.join(fleet.sim_enterprises.select("enterprise_id", "design"),
+                                 on="enterprise_id")  # fmt: skip
+    green = ent.filter(pl.col("design") == "green_candidate")
+    assert (green["energy_management_certified"] == "true").all()
+    assert (green["major_violation"] == "false").all()
+    typical = ent.filter(pl.col("design") != "green_candidate")
+    assert set(typical["major_violation"].to_list()) == {"true", "false", ""}  # some undeclared
+    assert ((ent["above_scale"] == "true") == (ent["enterprise_id"].is_in(
+        fleet.sim_enterprises.filter(pl.col("annual_output_10k_yuan") >= 2000)["enterprise_id"]
+        .implode()))).all()  # fmt: skip
+    # new firms: production started in 2024, statistics only from then on
+    new = ent.filter(pl.col("production_start").str.starts_with("2024"))
+    assert 3 <= new.height <= 30
+    months = registry.monthly.group_by("enterprise_id").agg(pl.col("month").min().alias("first"))
+    first = dict(months.iter_rows())
+    for eid, start in new.select("enterprise_id", "production_start").iter_rows():
+        assert first[eid] == start
+    old = ent.filter(~pl.col("production_start").str.starts_with("2024"))
+    assert all(first[e] == "2024-01" for e in old["enterprise_id"])
+    assert registry.monthly.filter(pl.col("month").str.starts_with("2025")).height == 300 * 12
+    assert registry.monthly.schema["employees"] == pl.Float64
+
+
+def test_history_keeps_the_prefix_property() -> None:
+    small = generate_fleet(8, 9, leader_share=0.2, history_years=2)
+    large = generate_fleet(30, 9, leader_share=0.2, history_years=2)
+    ids = small.enterprises["enterprise_id"].implode()
+    assert small.monthly.equals(large.monthly.filter(pl.col("enterprise_id").is_in(ids)))
+    assert small.enterprises.equals(large.enterprises.filter(pl.col("enterprise_id").is_in(ids)))
