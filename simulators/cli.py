@@ -111,7 +111,7 @@ def fleet_cmd(
     `greenmon simulate run`). Same --enterprises, --seed and --year: same bytes.
 
     Example: `greenmon simulate fleet -n 50 --seed 7 --out fleet/`;
-    `greenmon simulate fleet -n 1000 --green-leaders 0.03 --history-years 1 --out fleet/`
+    `greenmon simulate fleet -n 1000 --green-leaders 0.03 --history-years 1 --out city/`
     """
     from greenmon.registry import load_registry
     from greenmon.simulators.fleet import generate_fleet, write_fleet

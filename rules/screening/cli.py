@@ -179,7 +179,9 @@ def classify_cmd(
     ] = None,
     references: ReferencesOption = None,
     report: ReportOption = None,
-    top: TopOption = 40,
+    top: Annotated[
+        int, typer.Option("--top", min=0, help="Rows per county in the table (0: all).")
+    ] = 5,
     no_store: NoStoreOption = False,
     json_out: JsonOption = False,
 ) -> None:

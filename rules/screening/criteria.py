@@ -234,8 +234,8 @@ class ScreeningCriteria(RuleDocument):
                 better = "below" if of.direction == "lower" else "above"
                 yield (
                     ("baselines", n, "leading"),
-                    f"must be {better} the baseline ({row.baseline:g}): '{of.id}' is "
-                    f"'{of.direction}' is better",
+                    f"must be {better} the baseline ({row.baseline:g}): {of.direction} is "
+                    f"better for '{of.id}'",
                 )
         for n, req in enumerate(self.requirements):
             if req.check == "declared":

@@ -238,11 +238,12 @@ def _plan_lines(console: Console, plan: dict[str, Any]) -> None:
     i9 = plan["indicator_9"]
     value = i9["tce_per_10k_yuan"]
     ref = i9["reference_tce_per_10k_yuan"]
+    per = i9["denominator"].removesuffix("_10k_yuan").replace("_", " ")
     console.print(
         Text.assemble(
             ("plan indicator 9 ", "bold"),
             f"({i9['name']}): registered enterprises "
-            f"{_fmt(value, 4)} tce/10k yuan {i9['denominator'].removesuffix('_10k_yuan')} vs "
+            f"{_fmt(value, 4)} tce/10k yuan of {per} vs "
             f"provincial {_fmt(ref, 4)} -> {i9['verdict']} "
             f"({i9['enterprises']} of {i9['of_enterprises']} enterprises; reference: "
             f"{i9['reference']})",
@@ -275,7 +276,7 @@ def _plan_lines(console: Console, plan: dict[str, Any]) -> None:
 
 def print_screen(console: Console, j: Judgement, top: int) -> None:
     assert j.screening is not None
-    notes = _criteria_notes(j)
+    crit = _criteria_notes(j)
     s = j.rules.screening.rules
     console.print(
         Text.assemble(
@@ -285,12 +286,12 @@ def print_screen(console: Console, j: Judgement, top: int) -> None:
     )
     console.print(
         Text(
-            f"criteria: {notes['label']}; pass: score >= {s.scoring.pass_score:g} "
+            f"criteria: {crit['label']}; pass: score >= {s.scoring.pass_score:g} "
             f"({s.scoring.status}), coverage >= {s.scoring.min_coverage:g}, every basic "
-            f"requirement met; assessed groups weigh {notes['assessed_weight']:g} of 1"
+            f"requirement met; assessed groups weigh {crit['assessed_weight']:g} of 1"
             + (
-                f" (not assessed: {', '.join(notes['not_assessed'])})"
-                if notes["not_assessed"]
+                f" (not assessed: {', '.join(crit['not_assessed'])})"
+                if crit["not_assessed"]
                 else ""
             ),
             style="dim",
@@ -316,7 +317,7 @@ def print_screen(console: Console, j: Judgement, top: int) -> None:
     for row in shown.iter_rows(named=True):
         failed = [r["short"] for r in requirements.get(row["enterprise"], []) if not r["met"]]
         notes = [f"✗ {', '.join(failed)}"] if failed else []
-        notes += [r for r in row["fail_reasons"] if not r.startswith("requirement not met")]
+        notes += [why for why in row["fail_reasons"] if not why.startswith("requirement not met")]
         gaps = [i for i in indicators.get(row["enterprise"], []) if i["gap"]]
         if gaps:
             worst = max(gaps, key=lambda i: i["weight"] * (100.0 - (i["score"] or 0.0)))
@@ -373,11 +374,11 @@ def print_classify(console: Console, j: Judgement, top: int) -> None:
         )
     console.print(summary)
     ent = _ranked_classes(j.classes.enterprises, classes[:-1])
-    shown = ent if top <= 0 else ent.head(top)
+    shown = ent if top <= 0 else ent.filter(pl.int_range(pl.len()).over("county") < top)
     ids = [i.id for i in c.indicators]
     table = Table(
         "county", "class", "rank", "enterprise", "name", "score", *ids, "not evaluated because",
-        title="enterprises by county and class",
+        title="enterprises by county and class" + (f" (first {top} of each county)" if top else ""),
     )  # fmt: skip
     for row in shown.iter_rows(named=True):
         rank = f"{row['rank']}/{row['ranked_among']}" if row["rank"] is not None else "-"
@@ -392,9 +393,12 @@ def print_classify(console: Console, j: Judgement, top: int) -> None:
             row["t_reason"] or "",
         )
     console.print(table)
-    if 0 < top < ent.height:
+    if shown.height < ent.height:
         console.print(
-            Text(f"{ent.height - top} more: --top 0 shows all, --json has every detail", "dim")
+            Text(
+                f"{ent.height - shown.height} more: --top 0 shows all, --json has every detail",
+                "dim",
+            )
         )
     _footer(console, j)
 

@@ -100,7 +100,7 @@ class Period:
             "days": self.days,
             "days_in_year": self.days_in_year,
             "whole_year": self.whole_year,
-            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "as_of": self.as_of.astimezone(ZoneInfo(self.tz)).isoformat() if self.as_of else None,
             "ratio_months": f"{months[0]}..{months[-1]}" if months else None,
             "months": self.months,
             "timezone": self.tz,

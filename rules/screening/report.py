@@ -104,7 +104,8 @@ def _plan_section(plan: dict[str, Any]) -> str:
         f"({_e(i9['reference_status'])}) — "
         f'<span class="{verdict_cls}">{_e(i9["verdict"])}</span></div>'
         f'<div class="note">{_e(i9["enterprises"])} / {_e(i9["of_enterprises"])} enterprises, '
-        f"{_e(i9['denominator'])}; {_e(i9['note'])}</div></div>"
+        f"tce / {_e(i9['denominator'].removesuffix('_10k_yuan').replace('_', ' '))}; "
+        f"{_e(i9['note'])}</div></div>"
     )
     if "indicator_10" in plan:
         i10 = plan["indicator_10"]

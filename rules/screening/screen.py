@@ -582,7 +582,9 @@ def gap_text(row: dict[str, object]) -> str | None:
     goal = f"to reach the {target} value ({shown})"
     if row["gap_kind"] == "absolute":
         points = "percentage points" if unit == "%" else unit
-        return f"must {verb} {abs(to - value):.1f} {points} {goal}".replace("  ", " ")
+        diff = abs(to - value)
+        amount = f"{diff:.1f}" if diff >= 0.05 else f"{diff:.2g}"
+        return f"must {verb} {amount} {points} {goal}".replace("  ", " ")
     if change is None:
         return f"must {verb} from {_num(value)} {goal}"
     assert isinstance(change, float)
@@ -596,7 +598,9 @@ def gap_short(row: dict[str, object]) -> str | None:
         return None
     if row["gap_kind"] == "absolute":
         unit = "pp" if row["unit"] == "%" else str(row["unit"] or "")
-        return f"{to - value:+.1f} {unit} -> {target}".replace("  ", " ")
+        diff = to - value
+        shown = f"{diff:+.1f}" if abs(diff) >= 0.05 else f"{diff:+.2g}"
+        return f"{shown} {unit} -> {target}".replace("  ", " ")
     if not isinstance(change, float):
         return f"{_num(value)} -> {_num(to)} ({target})"
     return f"{change:+.1f}% -> {target}"

@@ -97,7 +97,7 @@ def test_cross_key_problems_are_named_with_file_line_and_key(tmp_path: Path) -> 
     assert f"{mine}:9: requirements.0.column: 'iso_14001' is not a declared attribute" in text
     assert (
         f"{mine}:16: baselines.0.leading: must be above the baseline (100): "
-        "'output_per_mu' is 'higher' is better"
+        "higher is better for 'output_per_mu'"
     ) in text
     assert isinstance(info.value, ConfigError)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -53,13 +54,17 @@ class City:
         return dict(self.fleet.sim_enterprises.select("enterprise_id", "design").iter_rows())
 
     def run(self, *args: str) -> dict[str, Any]:
+        return json.loads(self.text(*args, "--json"))  # type: ignore[no-any-return]
+
+    def text(self, *args: str) -> str:
         out = subprocess.run(
             [GREENMON, *args, "--influx-url", self.influx_url, "--database", self.database,
-             "--registry", str(self.registry_dir), "--year", str(YEAR), "--json"],
-            capture_output=True, text=True, timeout=300,
+             "--registry", str(self.registry_dir), "--year", str(YEAR)],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "160"},
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)  # type: ignore[no-any-return]
+        assert "error" not in out.stderr
+        return out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +292,26 @@ def test_the_request_check_can_fail(tmp_path: Path) -> None:
     assert "https://cdn.example.com/x.css" in shown.requests
     assert "http://example.invalid/a.png" in shown.requests
     assert shown.charts == [{"name": "x", "width": 200, "height": 100, "bars": 1}]
+
+
+def test_the_text_forms_show_the_plan_the_ranking_and_the_files(
+    city: City, screened: dict[str, Any]
+) -> None:
+    text = city.text("screen", "--top", "5", "--no-store")
+    best = screened["candidates"][0]
+    assert "green-factory screening GB/T 36132-2025 — year 2025 (whole year, 365 days)" in text
+    assert "plan indicator 9" in text and "plan indicator 10" in text and "safeguard 3" in text
+    assert f"candidates, best first ({screened['summary']['passed']} of 300 pass)" in text
+    assert best["enterprise"] in text
+    assert "295 more: --top 0 shows all" in text
+    assert "green_factory_2025.toml v2026.1 (placeholder)" in text
+    violator = next(c for c in screened["candidates"] if c["enterprise"] == city.violator)
+    listed = city.text("screen", "--top", str(violator["rank"]), "--no-store")
+    assert "✗ 合规 compliance" in listed
+    classes = city.text("classify", "--top", "10", "--no-store")
+    assert (
+        "resource-use efficiency classes (亩均论英雄) Jiangsu city practice (Huai'an 2024)"
+        in classes
+    )
+    assert "per county" in classes and "2024 county average x 2" in classes
+    assert "efficiency_huaian_2024.toml v2026.1 (third-party)" in classes
