@@ -18,6 +18,7 @@ from greenmon.cli_common import (
     console,
     err_console,
     print_json,
+    progress_bars,
     run_guarded,
     service_options,
 )
@@ -89,21 +90,12 @@ def demo(
 
     Example: `greenmon demo --enterprises 10 --days 2`
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from greenmon.demo import DemoOptions, run_demo
 
     database = settings.database if settings.database != "greenmon" else "greenmon_demo"
     opts = DemoOptions(enterprises=enterprises, days=days, seed=seed, faults=faults,
                        start=start, database=database)  # fmt: skip
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   console=err_console, transient=True)  # fmt: skip
-    tasks: dict[str, Any] = {}
-
-    def progress(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = bar.add_task(label, total=total)
-        bar.update(tasks[label], completed=done, total=total)
+    bar, progress = progress_bars()
 
     def say(msg: str) -> None:
         err_console.log(msg)

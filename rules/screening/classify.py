@@ -32,20 +32,15 @@ import polars as pl
 
 from greenmon.registry import TRUE_VALUES
 from greenmon.rules.screening.criteria import EfficiencyCriteria
+from greenmon.rules.screening.facts import STAT_SUMS
 
 __all__ = ["NOT_EVALUATED", "STOCKS", "ClassResult", "classify", "quantities"]
 
 NOT_EVALUATED: Final = "T"
 #: Denominators that are stocks, not flows: a flow over part of a year is annualised.
 STOCKS: Final = ("land_area_mu", "employees")
-_FROM_STATS: Final = (
-    "tax_10k_yuan",
-    "sales_10k_yuan",
-    "output_value_10k_yuan",
-    "value_added_10k_yuan",
-    "rd_expense_10k_yuan",
-    "employees",
-)
+#: Quantities taken from the monthly statistics (the rest: land, and energy from the data).
+_FROM_STATS: Final = (*(c for c in STAT_SUMS if c != "product_output"), "employees")
 _EPS: Final = 1e-9
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from greenmon.cli_common import JsonOption, console, err_console, print_json, service_options
+from greenmon.cli_common import JsonOption, console, print_json, progress_bars, service_options
 from greenmon.config import Settings
 
 _FILES = "Rule files"
@@ -77,21 +77,6 @@ def _default_as_of(year: int, given: datetime | None) -> datetime | None:
         return given
     now = datetime.now(UTC)
     return now if now.year <= year else None
-
-
-def _progress() -> tuple[Any, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   console=err_console, transient=True)  # fmt: skip
-    tasks: dict[str, Any] = {}
-
-    def update(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = bar.add_task(label, total=total)
-        bar.update(tasks[label], completed=done, total=total)
-
-    return bar, update
 
 
 def screen_cmd(
@@ -239,7 +224,7 @@ def _run(
         screening=screening,
         write=not no_store,
     )
-    bar, update = _progress()
+    bar, update = progress_bars()
     with bar:
         verdict = run(settings, opts, update)
     data = screen_json(verdict) if screening else classify_json(verdict)

@@ -40,11 +40,21 @@ TAGS: Final = ("enterprise", "county", "industry", "year")
 _TIME: Final = pl.Datetime("ms", "UTC")
 
 
-def _forget(client: InfluxClient, measurement: str, year: int) -> None:
+def _replace(
+    client: InfluxClient,
+    measurement: str,
+    period: Period,
+    frame: pl.DataFrame,
+    fields: list[str],
+    strings: tuple[str, ...],
+) -> int:
+    """Delete the year's points of `measurement`, write `frame`'s; the points written."""
     try:
-        client.query_json(f'DELETE FROM "{measurement}" WHERE "year" = \'{year}\'')
+        client.query_json(f'DELETE FROM "{measurement}" WHERE "year" = \'{period.year}\'')
     except InfluxError as exc:  # 2.x/3.x v1 APIs: no InfluxQL DELETE; points are overwritten
-        log.info("could not delete earlier %s points for %s (%s)", measurement, year, exc)
+        log.info("could not delete earlier %s points for %s (%s)", measurement, period.year, exc)
+    lines = to_lines(frame, measurement, TAGS, fields, strings)
+    return client.write(lines.to_list(), precision="ms") if lines.len() else 0
 
 
 def _wide(long: pl.DataFrame, prefix: str, value: str) -> pl.DataFrame:
@@ -87,9 +97,7 @@ def write_screening(
         "indicators_scored",
         *(c for c in frame.columns if c.startswith(("value_", "score_"))),
     ]
-    _forget(client, SCREENING_MEASUREMENT, period.year)
-    lines = to_lines(frame, SCREENING_MEASUREMENT, TAGS, fields, ("criteria", "period"))
-    return client.write(lines.to_list(), precision="ms") if lines.len() else 0
+    return _replace(client, SCREENING_MEASUREMENT, period, frame, fields, ("criteria", "period"))
 
 
 def write_classes(
@@ -120,7 +128,5 @@ def write_classes(
         "evaluated",
         *(c for c in frame.columns if c.startswith(("value_", "ratio_"))),
     ]
-    _forget(client, CLASS_MEASUREMENT, period.year)
     strings = ("class", "ranked_in", "reason", "criteria", "period")
-    lines = to_lines(frame, CLASS_MEASUREMENT, TAGS, fields, strings)
-    return client.write(lines.to_list(), precision="ms") if lines.len() else 0
+    return _replace(client, CLASS_MEASUREMENT, period, frame, fields, strings)

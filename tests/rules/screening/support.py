@@ -17,7 +17,13 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from greenmon.registry import ENTERPRISE_COLUMNS, METER_COLUMNS, Registry, load_registry
+from greenmon.registry import (
+    ENTERPRISE_COLUMNS,
+    METER_COLUMNS,
+    MONTHLY_COLUMNS,
+    Registry,
+    load_registry,
+)
 from greenmon.rules.screening.inputs import DAILY_SCHEMA, Measured
 from greenmon.rules.screening.period import Period
 
@@ -29,16 +35,6 @@ DECLARED = (
     "above_scale",
     "evaluation_exempt",
     "production_start",
-)
-MONTHLY = (
-    "enterprise_id",
-    "month",
-    "output_value_10k_yuan",
-    "value_added_10k_yuan",
-    "sales_10k_yuan",
-    "tax_10k_yuan",
-    "product_output",
-    "product_unit",
 )
 
 
@@ -138,7 +134,7 @@ def case(
                 if row.get("skip"):
                     continue
                 monthly.append(row)
-    _write(root / "monthly.csv", MONTHLY, monthly)
+    _write(root / "monthly.csv", MONTHLY_COLUMNS, monthly)
     registry = load_registry(root)
     period = Period.of(year, as_of)
     days = [period.start + timedelta(days=d) for d in range(period.days)]
