@@ -67,10 +67,12 @@ def screening_dashboard(site: Site) -> dash.Dashboard:
         'SELECT last("rank") AS "rank", last("score") AS "score", last("passed") AS "passed" '
         f'FROM "screening" WHERE {_where()} GROUP BY "enterprise", "county", "industry"'
     )
-    passing = 'SELECT count("score") AS "passed" FROM "screening" WHERE ' + _where(
+    passing = 'SELECT count("rank") AS "passed" FROM "screening" WHERE ' + _where(
         '("passed" = true OR "passed" = 1)'
     )
-    evaluated = f'SELECT count("score") AS "evaluated" FROM "screening" WHERE {_where()}'
+    # "rank" and "class" are written for every enterprise; "score" is not (none for class T, nor
+    # when no indicator could be scored): counts go by the former.
+    evaluated = f'SELECT count("rank") AS "evaluated" FROM "screening" WHERE {_where()}'
     classes = (
         'SELECT last("class") AS "class", last("score") AS "score", last("rank") AS "rank" '
         f'FROM "efficiency_class" WHERE {_where()} GROUP BY "enterprise", "county", "industry"'
@@ -82,7 +84,7 @@ def screening_dashboard(site: Site) -> dash.Dashboard:
         "none",
     ).span(8)
     for i, cls in enumerate(CLASSES):
-        query = f'SELECT count("score") AS "{cls}" FROM "efficiency_class" WHERE ' + _where(
+        query = f'SELECT count("class") AS "{cls}" FROM "efficiency_class" WHERE ' + _where(
             f"\"class\" = '{cls}'"
         )
         counts = counts.with_target(InfluxQL(query).ref_id(chr(ord("A") + i)).alias(cls))
