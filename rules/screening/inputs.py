@@ -102,7 +102,7 @@ def _rows(
 
     def one(lo: datetime, hi: datetime) -> pl.DataFrame:
         df = client.query(
-            f'SELECT {select}, "enterprise" FROM "{measurement}" WHERE {where} '
+            f'SELECT {select}, "enterprise" FROM {client.source(measurement)} WHERE {where} '
             f"AND time >= {_ms(lo)}ms AND time < {_ms(hi)}ms",
             epoch="ms",
             schema_overrides={"enterprise": pl.String},

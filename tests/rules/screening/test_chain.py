@@ -24,10 +24,12 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
+from greenmon.config import Settings
 from greenmon.influx import InfluxClient
 from greenmon.ingest.codec import decode
 from greenmon.lineprotocol import format_line
 from greenmon.registry import load_registry
+from greenmon.retention import ensure_retention, policies_of
 from greenmon.simulators.faults import parse_faults
 from greenmon.simulators.fleet import Fleet, generate_fleet, write_fleet
 from greenmon.simulators.runner import RunSpec, parse_start, plan_run
@@ -66,10 +68,11 @@ def chain(
             tags = {"enterprise": r.enterprise, "meter": r.meter, "carrier": r.carrier}
             lines.append(format_line("meter_reading", tags, {"value": r.value}, r.ts_ns))
     database = "t_" + uuid.uuid4().hex[:12]
-    client = InfluxClient(influx_url, database, timeout=120.0)
-    client.ensure_database()
+    settings = Settings(influx_url=influx_url, database=database)
+    client = InfluxClient(influx_url, database, timeout=120.0, policies=policies_of(settings))
+    ensure_retention(client, settings, alter=False)  # readings live in the raw policy
     try:
-        client.write(lines, precision="ns")
+        client.write(lines, precision="ns", rp=client.policy("meter_reading"))
         common = ["--influx-url", influx_url, "--database", database, "--registry", str(root)]
         _greenmon("aggregate", *common, "--from", "2025-01-01", "--to", "2025-02-01",
                   "--windows", "1d,1mo", "--json")  # fmt: skip
