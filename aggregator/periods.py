@@ -5,8 +5,8 @@ A register replaced by another (or re-rated: a new CT ratio, a new rollover) is 
 point: the gateway keeps sending the same meter id, the register restarts. Without periods the
 drop is a ``reset`` (an anomaly; what the old register counted between its last reading and
 the change is lost, and one multiplier applies to both registers). With periods, when the
-registry has any (`Registry.has_periods`), `greenmon.aggregator.pipeline.aggregate` computes
-per period:
+registry has any (`Registry.has_periods`), batch runs (`greenmon.aggregator.pipeline.aggregate`)
+and follow mode (`greenmon.aggregator.follow`) compute per period:
 
 - every row of meters.csv becomes a *series* of its own (`series_table`), with its own
   multiplier, rollover and plausibility limit;
@@ -20,8 +20,9 @@ per period:
 - classification and windows run on series exactly as on meters, so a replacement is never a
   reset, and `merge` adds a meter's series back together per window: quantities and readings
   summed (``readings`` includes the registry's edge readings), completeness = the time valid
-  readings cover / the part of the window in which the meter was valid, so a meter
-  commissioned at noon is complete for a day whose afternoon it fully covered.
+  readings cover / the part of the window in which the meter was valid (`with_completeness`,
+  also for the hours, days and months follow mode rolls up), so a meter commissioned at noon
+  is complete for a day whose afternoon it fully covered.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ from typing import Final
 
 import polars as pl
 
-__all__ = ["merge", "meter_of", "series_meters", "series_table", "split"]
+__all__ = [
+    "merge",
+    "meter_of",
+    "series_meters",
+    "series_rates",
+    "series_table",
+    "split",
+    "to_meters",
+    "with_completeness",
+]
 
 _SEP: Final = "#"  # series id = meter id + "#" + period number, when a meter has periods
 _NEVER: Final = -(2**62)
@@ -102,11 +112,9 @@ def split(readings: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
 
 
 def merge(windows: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
-    """Per-series window rows (`greenmon.aggregator.windows.attribute`) -> per-meter rows."""
+    """Per-series window rows (`greenmon.aggregator.windows.attribute`) -> per-meter rows:
+    quantity, readings and ``covered`` summed, ``completeness`` from `with_completeness`."""
     names = table.select(pl.col("series").alias("meter"), pl.col("meter_id").alias("__meter"))
-    spans = table.select(pl.col("meter_id").alias("meter"), "from_ms", "to_ms").lazy()
-    ws, we = pl.col("time").dt.epoch("ms"), pl.col("end").dt.epoch("ms")
-    length = (we - ws).cast(pl.Float64)
     per_meter = (
         windows.join(names.lazy(), on="meter", how="inner")
         .with_columns(pl.col("__meter").alias("meter"))
@@ -114,30 +122,60 @@ def merge(windows: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
         .agg(
             pl.col("quantity").sum(),
             pl.col("readings").sum().cast(pl.UInt32),
-            (pl.col("completeness") * length).sum().alias("__covered"),
+            pl.col("covered").sum().cast(pl.Int64),
         )
     )
+    return with_completeness(per_meter, table).sort("meter", "window", "time")
+
+
+def with_completeness(rows: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
+    """``completeness`` of per-meter window rows (``meter, time, end, covered``): the time
+    valid readings cover over the part of the window in which the meter was valid (a meter
+    neither commissioned nor removed in the window: its whole length)."""
+    spans = table.select(pl.col("meter_id").alias("meter"), "from_ms", "to_ms").lazy()
+    ws, we = pl.col("time").dt.epoch("ms"), pl.col("end").dt.epoch("ms")
     overlap = pl.max_horizontal(
         pl.min_horizontal(we, pl.col("to_ms")) - pl.max_horizontal(ws, pl.col("from_ms")),
         pl.lit(0),
     )
+    keys = rows.select("meter", "time", "end").unique()
     valid = (
-        per_meter.select("meter", "window", "time", "end")
-        .join(spans, on="meter", how="inner")
-        .group_by("meter", "window", "time")
+        keys.join(spans, on="meter", how="inner")
+        .group_by("meter", "time", "end")
         .agg(overlap.sum().cast(pl.Float64).alias("__valid"))
     )
+    covered = pl.col("covered").cast(pl.Float64)
     return (
-        per_meter.join(valid, on=["meter", "window", "time"], how="left")
+        rows.drop("completeness", strict=False)
+        .join(valid, on=["meter", "time", "end"], how="left")
         .with_columns(
             pl.when(pl.col("__valid") > 0)
-            .then(pl.min_horizontal(pl.col("__covered") / pl.col("__valid"), pl.lit(1.0)))
+            .then(pl.min_horizontal(covered / pl.col("__valid"), pl.lit(1.0)))
             .otherwise(0.0)
             .alias("completeness")
         )
-        .select("meter", "window", "time", "end", "quantity", "readings", "completeness")
-        .sort("meter", "window", "time")
+        .drop("__valid")
     )
+
+
+def series_rates(
+    rates: pl.LazyFrame | pl.DataFrame | None, table: pl.DataFrame
+) -> pl.LazyFrame | None:
+    """Typical rates per meter (`consumption.typical_rates`) given to each of its series."""
+    if rates is None:
+        return None
+    return (
+        rates.lazy()
+        .with_columns(pl.col("meter").cast(pl.String))
+        .join(table.lazy().select("meter_id", "series"), left_on="meter", right_on="meter_id")
+        .with_columns(pl.col("series").alias("meter"))
+        .drop("series")
+    )
+
+
+def to_meters(classified: pl.LazyFrame, table: pl.DataFrame) -> pl.LazyFrame:
+    """Classified readings with their meter ids instead of series ids (events, summaries)."""
+    return classified.with_columns(pl.col("meter").cast(pl.String).replace_strict(meter_of(table)))
 
 
 def meter_of(table: pl.DataFrame) -> dict[str, str]:

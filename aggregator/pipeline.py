@@ -161,23 +161,13 @@ def aggregate(
     if registry.has_periods:  # a meter with several rows: computed per period (`periods`)
         table = meter_periods.series_table(registry.periods)
         series = meter_periods.series_meters(table)
-        if rates is not None:
-            rates = (
-                rates.lazy()
-                .with_columns(pl.col("meter").cast(pl.String))
-                .join(table.lazy().select("meter_id", "series"), left_on="meter",
-                      right_on="meter_id")
-                .with_columns(pl.col("series").alias("meter"))
-                .drop("series")
-            )  # fmt: skip
+        rates = meter_periods.series_rates(rates, table)
         classified = classify(meter_periods.split(readings, table), series, rules, rates)
         classified = classified.collect().lazy()
         per_series = attribute(classified, series, wanted, tz=tz, since=since, until=until)
         window_rows = meter_periods.merge(per_series, table)
         # events and summary speak of meters: the series' names mapped back
-        classified = classified.with_columns(
-            pl.col("meter").cast(pl.String).replace_strict(meter_periods.meter_of(table))
-        )
+        classified = meter_periods.to_meters(classified, table)
     else:
         classified = classify(readings, registry.meters, rules, rates).collect().lazy()
         window_rows = attribute(

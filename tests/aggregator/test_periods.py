@@ -162,3 +162,48 @@ def test_the_same_through_influxdb_and_the_command(
     assert stored["quantity"][0] == pytest.approx(TRUE_DAY_KWH)
     assert stored["completeness"][0] == pytest.approx(1.0)
     assert frame.schema["time"] == TIME
+
+
+@pytest.mark.integration
+def test_follow_mode_honours_periods_too(influx_url: str, database: str, tmp_path: Path) -> None:
+    """The same day streamed in three-hour steps through `aggregate --follow`'s Follower: the
+    replacement is not a reset, the day total is the true one, and a meter commissioned at
+    noon is complete for the day."""
+    from greenmon.aggregator.follow import Follower
+    from greenmon.aggregator.service import default_options
+    from greenmon.influx import InfluxClient
+
+    rows = [*_replacement(5480, 0),
+            meter("E1-PV", kind="register", role="generation", valid_from="2025-06-02T12:00",
+                  initial_reading=0)]  # fmt: skip
+    reg = write_registry(tmp_path / "registry", rows)
+    pv = series("E1-PV", NOON + Q, [1.0 * (i + 1) for i in range(48)])
+    frame = readings(OLD + NEW + pv).collect().sort("time")
+    lines = [
+        (t, f"meter_reading,carrier=electricity,enterprise=E1,meter={m} value={v} "
+            f"{int(t.timestamp() * 1e9)}")
+        for m, t, v in frame.iter_rows()
+    ]  # fmt: skip
+    with InfluxClient(influx_url, database) as client:
+        client.ensure_database()
+        follower = Follower(client, reg, default_options(), lateness=timedelta(minutes=30))
+        clock = DAY + timedelta(hours=3)
+        sent = 0
+        while sent < len(lines):
+            chunk = [line for t, line in lines[sent:] if t < clock]
+            client.write(chunk)
+            sent += len(chunk)
+            follower.poll()
+            clock += timedelta(hours=3)
+        # a reading the next morning closes the day (the watermark passes its end)
+        client.write([f"meter_reading,carrier=electricity,enterprise=E1,meter=E1-PV value=60 "
+                      f"{int((DAY + timedelta(days=1, hours=3)).timestamp() * 1e9)}"])  # fmt: skip
+        follower.poll()
+        day = client.query(
+            'SELECT "quantity", "completeness" FROM "meter_energy" WHERE "window" = \'1d\' '
+            f'AND time = {int(DAY.timestamp() * 1000)}ms GROUP BY "meter"'
+        )
+    by_meter = {m: (q, c) for m, q, c in day.select("meter", "quantity", "completeness").rows()}
+    assert by_meter["E1-EL-MAIN"][0] == pytest.approx(TRUE_DAY_KWH)
+    assert by_meter["E1-EL-MAIN"][1] == pytest.approx(1.0)
+    assert by_meter["E1-PV"] == (pytest.approx(48.0), pytest.approx(1.0))
