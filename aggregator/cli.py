@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -165,8 +166,10 @@ def aggregate_cmd(
     settings = resolve_local_services(settings, need_mqtt=False, need_influx=True)
     if settings.registry is None:
         raise ConfigError("registry: no registry directory given (--registry DIR)")
-    watcher = RegistryWatcher(settings.registry) if follow else None
-    registry = watcher.current if watcher else load_registry(settings.registry)
+    # valid_from/valid_to without an offset are in the configured zone
+    load = functools.partial(load_registry, tz=settings.timezone)
+    watcher = RegistryWatcher(settings.registry, loader=load) if follow else None
+    registry = watcher.current if watcher else load(settings.registry)
     refs = load_references(references)
     opts = default_options(
         windows=wanted,

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 import polars as pl
 
+from greenmon.aggregator import periods
 from greenmon.aggregator.chunks import ChunkPlanner
 from greenmon.aggregator.consumption import classify, events, typical_rates
 from greenmon.aggregator.energy import TOTAL, enterprise_energy, meter_energy
@@ -331,8 +332,7 @@ class Follower:
                 classified = pl.DataFrame()
                 base = _empty()
             else:
-                classified = classify(readings.lazy(), part.meters, rates=self.rates).collect()
-                base = quarter_hours(classified, part.meters, lo, hi, tz)
+                classified, base = _classify(readings, part, self.rates, lo, hi, tz)
                 inside = (pl.col("time") >= lo) & (pl.col("time") < hi)
                 done.readings += classified.filter(inside).height
                 flagged = events(classified.lazy()).filter(inside).group_by("kind").len()
@@ -418,13 +418,7 @@ class Follower:
         """``meter_energy`` (the windows written per meter) and ``energy`` of window rows."""
         if rows.is_empty():
             return
-        # covered time / window length, as `greenmon.aggregator.windows` computes it
-        length = (pl.col("end") - pl.col("time")).dt.total_milliseconds().cast(pl.Float64)
-        rows = rows.with_columns(
-            pl.min_horizontal(pl.col("covered").cast(pl.Float64) / length, pl.lit(1.0)).alias(
-                "completeness"
-            )
-        )
+        rows = _completeness(rows, registry)
         meters = meter_energy(rows.lazy(), registry.meters, factors, tz=self.opts.tz).collect()
         energy = enterprise_energy(
             meters.lazy(), registry.meters, registry.enterprises, factors
@@ -455,7 +449,7 @@ class Follower:
             factors = meter_factors(
                 self.registry.meters, references, local_years(month, end, tz), self.opts.choice
             )
-            monthly = roll_up(rows.lazy(), "1mo", tz).collect()
+            monthly = _completeness(roll_up(rows.lazy(), "1mo", tz).collect(), self.registry)
             meters = meter_energy(monthly.lazy(), self.registry.meters, factors, tz=tz).collect()
             energy = enterprise_energy(
                 meters.lazy(), self.registry.meters, self.registry.enterprises, factors
@@ -514,6 +508,40 @@ def _crossing(classified: pl.DataFrame, edge: datetime) -> pl.DataFrame:
             pl.col("flag").cast(pl.String),
         )
     )
+
+
+def _classify(
+    readings: pl.DataFrame,
+    registry: Registry,
+    rates: pl.DataFrame | None,
+    lo: datetime,
+    hi: datetime,
+    tz: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Classified readings (named by meter) and their quarter hours in [lo, hi); a registry
+    with meter periods is computed per period (`greenmon.aggregator.periods`)."""
+    if not registry.has_periods:
+        classified = classify(readings.lazy(), registry.meters, rates=rates).collect()
+        return classified, quarter_hours(classified, registry.meters, lo, hi, tz)
+    table = periods.series_table(registry.periods)
+    series = periods.series_meters(table)
+    per_series = classify(
+        periods.split(readings.lazy(), table), series, rates=periods.series_rates(rates, table)
+    ).collect()
+    rows = attribute(per_series.lazy(), series, ("15m",), tz=tz, since=lo, until=hi)
+    base = periods.merge(rows, table).select(list(_BASE)).collect()
+    return periods.to_meters(per_series.lazy(), table).collect(), base
+
+
+def _completeness(rows: pl.DataFrame, registry: Registry) -> pl.DataFrame:
+    """Covered time over the window's length (`greenmon.aggregator.windows`), or over the part
+    in which the meter was valid when the registry has periods."""
+    if registry.has_periods:
+        table = periods.series_table(registry.periods)
+        return periods.with_completeness(rows.lazy(), table).collect()
+    length = (pl.col("end") - pl.col("time")).dt.total_milliseconds().cast(pl.Float64)
+    ratio = pl.col("covered").cast(pl.Float64) / length
+    return rows.with_columns(pl.min_horizontal(ratio, pl.lit(1.0)).alias("completeness"))
 
 
 def quarter_hours(

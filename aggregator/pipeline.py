@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from greenmon.aggregator import periods as meter_periods
 from greenmon.aggregator.consumption import (
     ConsumptionRules,
     classify,
@@ -157,8 +158,21 @@ def aggregate(
         factors = meter_factors(registry.meters, references, year_list, choice)
 
     # The classification is evaluated here, once, and shared by windows, events and summary.
-    classified = classify(readings, registry.meters, rules, rates).collect().lazy()
-    window_rows = attribute(classified, registry.meters, wanted, tz=tz, since=since, until=until)
+    if registry.has_periods:  # a meter with several rows: computed per period (`periods`)
+        table = meter_periods.series_table(registry.periods)
+        series = meter_periods.series_meters(table)
+        rates = meter_periods.series_rates(rates, table)
+        classified = classify(meter_periods.split(readings, table), series, rules, rates)
+        classified = classified.collect().lazy()
+        per_series = attribute(classified, series, wanted, tz=tz, since=since, until=until)
+        window_rows = meter_periods.merge(per_series, table)
+        # events and summary speak of meters: the series' names mapped back
+        classified = meter_periods.to_meters(classified, table)
+    else:
+        classified = classify(readings, registry.meters, rules, rates).collect().lazy()
+        window_rows = attribute(
+            classified, registry.meters, wanted, tz=tz, since=since, until=until
+        )
     meter_rows = meter_energy(window_rows, registry.meters, factors, tz=tz)
     energy_rows = enterprise_energy(meter_rows, registry.meters, registry.enterprises, factors)
     intensity_rows = (

@@ -171,6 +171,7 @@ def subset(registry: Registry, enterprises: list[str]) -> Registry:
         enterprises=registry.enterprises.filter(pl.col("enterprise_id").is_in(ids)),
         meters=registry.meters.filter(pl.col("enterprise_id").is_in(ids)),
         monthly=registry.monthly.filter(pl.col("enterprise_id").is_in(ids)),
+        meter_periods=registry.periods.filter(pl.col("enterprise_id").is_in(ids)),
     )
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "MONTHLY_FILE",
     "MONTHLY_OPTIONAL_NUMBERS",
     "OPTIONAL_ENTERPRISE_NUMBERS",
+    "PERIOD_COLUMNS",
     "PRODUCTION_START_COLUMN",
     "ROLES",
     "TARGETS_FILE",
@@ -131,6 +132,11 @@ DEFAULT_INTERVAL_S: Final = 900
 #: Optional meters.csv column: the most a meter can plausibly register per hour (native units,
 #: after the multiplier); the aggregator quarantines deltas above it as spikes or jumps.
 MAX_RATE_COLUMN: Final = "max_rate_per_h"
+#: Optional meters.csv columns of a meter's validity (see `load_registry`): one meter id may
+#: have several rows (a replaced or re-rated meter) whose [valid_from, valid_to) do not overlap.
+PERIOD_COLUMNS: Final = ("valid_from", "valid_to", "initial_reading", "final_reading")
+#: Time zone of a valid_from/valid_to written without an offset (a date is its midnight).
+REGISTRY_TZ: Final = "Asia/Shanghai"
 _TRUE: Final = ("true", "1")
 _FALSE: Final = ("false", "0")
 TRUE_VALUES: Final = _TRUE
@@ -229,10 +235,16 @@ class Registry:
     meters: pl.DataFrame
     monthly: pl.DataFrame
     targets: pl.DataFrame = field(default_factory=lambda: _type_targets(None))
+    # Every row of meters.csv, with ``valid_from``/``valid_to`` (Datetime UTC, null: open) and
+    # ``initial_reading``/``final_reading``; ``meters`` holds one row per meter, its latest.
+    # None: the same as ``meters`` (no meter has more than one row).
+    meter_periods: pl.DataFrame | None = None
     enterprise_ids: frozenset[str] = field(init=False)
     _meters_by_id: Mapping[str, MeterInfo] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.meter_periods is None:
+            object.__setattr__(self, "meter_periods", self.meters)
         ids = frozenset(self.enterprises.get_column("enterprise_id").to_list())
         index = {
             row[0]: MeterInfo(*row) for row in self.meters.select(_METER_INFO_FIELDS).iter_rows()
@@ -247,6 +259,24 @@ class Registry:
     def meter_infos(self) -> Iterable[MeterInfo]:
         """Every registered meter."""
         return self._meters_by_id.values()
+
+    @property
+    def periods(self) -> pl.DataFrame:
+        """`meter_periods`, never None."""
+        assert self.meter_periods is not None
+        return self.meter_periods
+
+    @property
+    def has_periods(self) -> bool:
+        """Whether any meter has more than one row or a validity bound (the aggregator then
+        computes per period; `greenmon.aggregator.periods`)."""
+        p = self.periods
+        if p.height != self.meters.height:
+            return True
+        return any(
+            c in p.columns and p.get_column(c).null_count() < p.height
+            for c in ("valid_from", "valid_to", "initial_reading", "final_reading")
+        )
 
     def __repr__(self) -> str:
         return (
@@ -303,9 +333,10 @@ def carrier_units() -> Mapping[str, tuple[str, ...]]:
 # --------------------------------------------------------------------------- loading
 
 
-def load_registry(path: Path) -> Registry:
+def load_registry(path: Path, tz: str = REGISTRY_TZ) -> Registry:
     """Read and validate the registry directory `path`; raise `RegistryError` if anything is
-    wrong, listing every problem in all three files."""
+    wrong, listing every problem in all three files. `tz`: the zone of a ``valid_from`` or
+    ``valid_to`` written without an offset."""
     root = Path(path)
     problems: list[RegistryProblem] = []
     frames: dict[str, pl.DataFrame | None] = {}
@@ -328,6 +359,7 @@ def load_registry(path: Path) -> Registry:
     if enterprises is not None and _has(enterprises, ENTERPRISE_COLUMNS):
         _check_enterprises(checks.on(ENTERPRISES_FILE, enterprises))
     if meters is not None and _has(meters, METER_COLUMNS):
+        meters = _with_period_times(meters, tz)
         _check_meters(checks.on(METERS_FILE, meters), known_ids)
     if monthly is not None and _has(monthly, MONTHLY_COLUMNS):
         _check_monthly(checks.on(MONTHLY_FILE, monthly), known_ids)
@@ -341,12 +373,14 @@ def load_registry(path: Path) -> Registry:
     if problems or enterprises is None or meters is None or monthly is None:
         problems.sort(key=lambda p: (_PROBLEM_ORDER.index(p.file), p.line or 0))
         raise RegistryError(problems)
+    periods = _type_meters(meters)
     return Registry(
         root=root,
         enterprises=_type_enterprises(enterprises),
-        meters=_type_meters(meters),
+        meters=_latest_rows(periods),
         monthly=_type_monthly(monthly),
         targets=_type_targets(targets),
+        meter_periods=periods,
     )
 
 
@@ -578,7 +612,10 @@ def _check_declared(c: _FileChecks) -> None:
 def _check_meters(c: _FileChecks, known_ids: pl.Series | None) -> None:
     for column in ("meter_id", "enterprise_id", "carrier", "unit", "kind", "role", "raw_material"):
         c.required(column)
-    c.unique(["meter_id"], pl.format("meter_id '{}'", pl.col("meter_id")))
+    if any(column in c.df.columns for column in PERIOD_COLUMNS):
+        _check_periods(c)
+    else:
+        c.unique(["meter_id"], pl.format("meter_id '{}'", pl.col("meter_id")))
     c.known_enterprise(known_ids)
 
     units = carrier_units()
@@ -723,7 +760,154 @@ def _type_meters(df: pl.DataFrame) -> pl.DataFrame:
         pl.col("raw_material").str.to_lowercase().is_in(_TRUE).alias("raw_material"),
         interval.fill_null(DEFAULT_INTERVAL_S).alias("interval_s"),
         *([pl.col(MAX_RATE_COLUMN).cast(pl.Float64)] if MAX_RATE_COLUMN in df.columns else []),
-        *_extras(df, *METER_COLUMNS, "interval_s", MAX_RATE_COLUMN),
+        *(
+            [
+                pl.col("__from").cast(_PERIOD_TIME).alias("valid_from"),
+                pl.col("__to").cast(_PERIOD_TIME).alias("valid_to"),
+                *(
+                    (
+                        pl.col(c).cast(pl.Float64) if c in df.columns else pl.lit(None, pl.Float64)
+                    ).alias(c)
+                    for c in ("initial_reading", "final_reading")
+                ),
+            ]
+            if "__from" in df.columns
+            else []
+        ),
+        *_extras(
+            df, *METER_COLUMNS, "interval_s", MAX_RATE_COLUMN, *PERIOD_COLUMNS, "__from", "__to"
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- periods
+
+_PERIOD_TIME: Final = pl.Datetime("ms", "UTC")
+_PERIOD_HINT: Final = "expected 2025-06-02, 2025-06-02T12:00 or 2025-06-02T12:00:00+08:00"
+
+
+def _instant_ms(text: str | None, tz: str) -> int | None:
+    """A date (its local midnight), a local date-time, or an RFC 3339 instant -> epoch ms."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(tz))
+    return int(moment.timestamp() * 1000)
+
+
+def _with_period_times(df: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """Add ``__from``/``__to`` (epoch ms) parsed from the optional validity columns."""
+    if not any(c in df.columns for c in PERIOD_COLUMNS):
+        return df
+    parsed = [
+        (
+            pl.col(c).map_elements(lambda v: _instant_ms(v, tz), return_dtype=pl.Int64)
+            if c in df.columns
+            else pl.lit(None, pl.Int64)
+        ).alias(alias)
+        for c, alias in (("valid_from", "__from"), ("valid_to", "__to"))
+    ]
+    return df.with_columns(parsed)
+
+
+def _check_periods(c: _FileChecks) -> None:
+    """A meter id may have several rows when their [valid_from, valid_to) do not overlap and
+    they agree on what makes the meter the same metering point."""
+    df = c.df
+    for column, parsed in (("valid_from", "__from"), ("valid_to", "__to")):
+        if column in df.columns:
+            c.flag(
+                pl.col(column).is_not_null() & pl.col(parsed).is_null(),
+                column,
+                pl.format(f"bad time '{{}}' ({_PERIOD_HINT})", pl.col(column)),
+            )
+    lo, hi = pl.col("__from"), pl.col("__to")
+    c.flag(lo.is_not_null() & hi.is_not_null() & (hi <= lo), "valid_to",
+           "must be after valid_from")  # fmt: skip
+    for column in ("initial_reading", "final_reading"):
+        if column in df.columns:
+            c.number(column)
+            c.flag(
+                pl.col(column).is_not_null() & (pl.col("kind").str.to_lowercase() == "interval"),
+                column,
+                "only a register meter has a reading to start or end from",
+            )
+    if "initial_reading" in df.columns:
+        c.flag(pl.col("initial_reading").is_not_null() & lo.is_null(), "initial_reading",
+               "needs valid_from (the moment the register showed it)")  # fmt: skip
+    if "final_reading" in df.columns:
+        c.flag(pl.col("final_reading").is_not_null() & hi.is_null(), "final_reading",
+               "needs valid_to (the moment the register showed it)")  # fmt: skip
+    # Rows of one meter, in order of valid_from (open start first): each must end (valid_to)
+    # no later than the next one starts, and agree on the metering point's identity.
+    meter = pl.col("meter_id")
+    ordered = df.with_columns(lo.fill_null(-(2**62)).alias("__lo")).sort(["meter_id", "__lo"])
+    nxt_lo = pl.col("__from").shift(-1).over("meter_id")
+    nxt_line = pl.col(_LINE).shift(-1).over("meter_id")
+    overlap = (
+        ordered.with_columns(nxt_lo.alias("__next_from"), nxt_line.alias("__other"))
+        .filter(
+            meter.is_not_null()
+            & pl.col("__other").is_not_null()
+            & (hi.is_null() | pl.col("__next_from").is_null() | (hi > pl.col("__next_from")))
+        )
+        .select("__other", _LINE, meter)
+    )
+    if overlap.height:
+        pairs = {row[0]: (row[1], row[2]) for row in overlap.iter_rows()}
+        c.flag(
+            pl.col(_LINE).is_in(list(pairs)),
+            "meter_id",
+            pl.format(
+                "duplicate meter_id '{}' (line {}): several rows of one meter need valid_from "
+                "and valid_to that do not overlap (the earlier row's valid_to <= this one's "
+                "valid_from)",
+                meter,
+                pl.col(_LINE).replace_strict(
+                    {k: v[0] for k, v in pairs.items()}, default=None, return_dtype=pl.Int64
+                ),
+            ),
+        )
+    first = pl.col(_LINE).min().over("meter_id")
+    for column in ("enterprise_id", "carrier", "unit", "kind", "role", "raw_material"):
+        value = (
+            pl.col(column).str.to_lowercase()
+            if column in ("kind", "role", "raw_material")
+            else pl.col(column)
+        )
+        head = value.sort_by(pl.col(_LINE)).first().over("meter_id")
+        c.flag(
+            meter.is_not_null() & (pl.col(_LINE) != first) & (value != head),
+            column,
+            pl.format(
+                "meter '{}' has {} '{}' here but not on line {}: the rows of one meter must "
+                "agree on it (another one is another meter: give it its own meter_id)",
+                meter,
+                pl.lit(column),
+                pl.col(column),
+                first,
+            ),
+        )
+
+
+def _latest_rows(periods: pl.DataFrame) -> pl.DataFrame:
+    """One row per meter id: the one that starts last (the meter as it is now)."""
+    if "valid_from" not in periods.columns:
+        return periods
+    return (
+        periods.with_row_index("__row")
+        .sort(pl.col("valid_from").fill_null(pl.datetime(1, 1, 1, time_zone="UTC")), "__row")
+        .group_by("meter_id", maintain_order=True)
+        .last()
+        .sort("__row")
+        .drop("__row")
     )
 
 

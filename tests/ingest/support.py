@@ -86,12 +86,19 @@ class IngestProc:
 
 
 def ingest_args(mqtt_url: str, influx_url: str, database: str, runtime: Path,
-                *extra: str) -> list[str]:  # fmt: skip
+                *extra: str, registry: Path = REGISTRY) -> list[str]:  # fmt: skip
     return [
         "--mqtt-url", mqtt_url, "--influx-url", influx_url, "--database", database,
-        "--registry", str(REGISTRY), "--runtime-dir", str(runtime), "--metrics-port", "0",
+        "--registry", str(registry), "--runtime-dir", str(runtime), "--metrics-port", "0",
         *extra,
     ]  # fmt: skip
+
+
+def own_registry(tmp_path: Path) -> Path:
+    """A copy of the test registry a test may edit."""
+    root = tmp_path / "registry"
+    shutil.copytree(REGISTRY, root)
+    return root
 
 
 class Publisher:

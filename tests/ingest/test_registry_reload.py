@@ -25,7 +25,9 @@ from tests.ingest.support import (
     REGISTRY,
     IngestProc,
     Publisher,
+    ingest_args,
     message,
+    own_registry,
     stored,
     wait_stored,
 )
@@ -123,14 +125,10 @@ def _new_reading(seq: int) -> tuple[str, bytes, tuple[str, int, float]]:
 def test_registry_edits_while_ingest_runs(
     services: LocalServices, database: str, tmp_path: Path
 ) -> None:
-    registry = tmp_path / "registry"
-    shutil.copytree(REGISTRY, registry)
+    registry = own_registry(tmp_path)
     runtime = tmp_path / "rt"
-    args = [
-        "--mqtt-url", services.mqtt_url, "--influx-url", services.influx_url,
-        "--database", database, "--registry", str(registry), "--runtime-dir", str(runtime),
-        "--metrics-port", "0", "--client-id", database,
-    ]  # fmt: skip
+    args = ingest_args(services.mqtt_url, services.influx_url, database, runtime,
+                       "--client-id", database, registry=registry)  # fmt: skip
     ing = IngestProc(args, runtime).start().wait_subscribed()
     pub = Publisher(services.mqtt_url, client_id="gw-" + database)
     expected: set[tuple[str, int, float]] = set()

@@ -18,7 +18,16 @@ from greenmon.ingest.codec import DecodeLimits, decode, encode_batch, topic_for
 from greenmon.ingest.deadletter import DeadLetterSink, Letter, letter_files, read_letters
 from greenmon.ingest.replay import judge, ledger_path, replay, summarize
 from greenmon.registry import Registry, load_registry
-from tests.ingest.support import BASE_MS, GREENMON, REGISTRY, IngestProc, Publisher, stored
+from tests.ingest.support import (
+    BASE_MS,
+    GREENMON,
+    REGISTRY,
+    IngestProc,
+    Publisher,
+    ingest_args,
+    own_registry,
+    stored,
+)
 from tests.ingest.support import client as support_client
 
 NEW = "E0002-NG-NEW"
@@ -218,13 +227,12 @@ def _wait_letters(dead: Path, n: int, timeout: float = 30) -> None:
 def test_unknown_meter_letters_are_replayed_once_after_it_is_registered(
     services: LocalServices, database: str, tmp_path: Path
 ) -> None:
-    registry = tmp_path / "registry"
-    shutil.copytree(REGISTRY, registry)
+    registry = own_registry(tmp_path)
     runtime = tmp_path / "rt"
     common = ["--influx-url", services.influx_url, "--database", database,
               "--registry", str(registry), "--runtime-dir", str(runtime)]  # fmt: skip
-    args = [*common, "--mqtt-url", services.mqtt_url, "--metrics-port", "0",
-            "--client-id", database]  # fmt: skip
+    args = ingest_args(services.mqtt_url, services.influx_url, database, runtime,
+                       "--client-id", database, registry=registry)  # fmt: skip
     rotate_often = {"GREENMON_INGEST__DEAD_LETTER_MAX_BYTES": "2048"}
     ing = IngestProc(args, runtime, env=rotate_often).start().wait_subscribed()
     pub = Publisher(services.mqtt_url, client_id="gw-" + database)
