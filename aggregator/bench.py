@@ -6,8 +6,9 @@ rollovers, meter replacements (resets), interval-meter spikes — goes through t
 computation to daily per-enterprise kgce (comprehensive and double-control) and monthly
 intensity (tce, tce per 10k yuan of output value, ratio to the provincial reference):
 
-- **polars**: the production code (`classify` -> `attribute` -> `meter_energy` ->
-  `enterprise_energy` -> `intensity`), lazy, collected once;
+- **polars**: the production code, `greenmon.aggregator.pipeline.aggregate` (`classify` ->
+  `attribute`, in parts of whole meters side by side, -> `meter_energy` -> `enterprise_energy`
+  -> `intensity`);
 - **duckdb**: the same rules written independently as one SQL query over the Arrow input;
 - **pandas**: the same rules written independently with pandas/NumPy.
 
@@ -40,17 +41,15 @@ import numpy as np
 import polars as pl
 import typer
 
-from greenmon.aggregator.consumption import ConsumptionRules, classify
-from greenmon.aggregator.energy import TOTAL, enterprise_energy, meter_energy
-from greenmon.aggregator.intensity import intensity
+from greenmon.aggregator.consumption import ConsumptionRules
+from greenmon.aggregator.energy import TOTAL
+from greenmon.aggregator.pipeline import aggregate
 from greenmon.aggregator.reference import (
-    ReferenceChoice,
     References,
     intensity_references,
     load_references,
     meter_factors,
 )
-from greenmon.aggregator.windows import attribute
 from greenmon.registry import Registry, load_registry, rollover_modulus
 
 __all__ = ["BenchData", "BenchResult", "generate", "register_bench", "run_bench"]
@@ -333,24 +332,27 @@ def _write_registry(
 
 
 def polars_plan(data: BenchData) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(daily, monthly) through the production code."""
+    """(daily, monthly) through the production code (`greenmon.aggregator.pipeline.aggregate`:
+    classification and windows in parts of whole meters side by side, then energy and
+    intensity)."""
     reg = data.registry
-    classified = classify(data.readings.lazy(), reg.meters, ConsumptionRules())
-    windows = attribute(classified, reg.meters, ["1d", "1mo"], tz=TZ)
-    meters = meter_energy(windows, reg.meters, data.factors, tz=TZ)
-    energy = enterprise_energy(meters, reg.meters, reg.enterprises, data.factors)
-    daily = energy.filter((pl.col("window") == "1d") & (pl.col("carrier") == TOTAL)).select(
-        "enterprise", "time", "kgce", "double_control_kgce"
-    )
-    monthly = intensity(
-        energy,
-        reg.monthly,
-        reg.enterprises,
+    agg = aggregate(
+        data.readings.lazy(),
+        reg,
         data.references,
-        choice=ReferenceChoice(),
+        windows=("1d", "1mo"),
         periods=("month",),
         tz=TZ,
-    ).select("enterprise", "time", "tce", "tce_per_10k_yuan", "ratio_to_reference")
+        rules=ConsumptionRules(),
+        factors=data.factors,
+    )
+    daily = agg.energy.filter((pl.col("window") == "1d") & (pl.col("carrier") == TOTAL)).select(
+        "enterprise", "time", "kgce", "double_control_kgce"
+    )
+    assert agg.intensity is not None
+    monthly = agg.intensity.select(
+        "enterprise", "time", "tce", "tce_per_10k_yuan", "ratio_to_reference"
+    )
     return daily, monthly
 
 

@@ -28,9 +28,9 @@ import polars as pl
 
 __all__ = ["DEFAULT_CHUNK_READINGS", "ChunkPlanner", "expected_readings"]
 
-#: Readings per group by default: the computation's working memory is about 600 bytes per
-#: reading (about 150 MB here), and while one group is computed the next one is read.
-DEFAULT_CHUNK_READINGS: Final = 250_000
+#: Readings per group by default: the computation's working memory is about 800 bytes per
+#: reading (about 120 MB here), and while one group is computed the next one is read.
+DEFAULT_CHUNK_READINGS: Final = 150_000
 _FIRST_SHARE: Final = 8  # the first group gets budget / 8
 _MIN_DENSITY: Final = 0.25  # never plan on fewer than a quarter of the expected readings
 

@@ -97,7 +97,7 @@ def aggregate_cmd(
         typer.Option(
             min=1000,
             help="Readings held in memory at a time (groups of whole enterprises are sized to it).",
-            show_default="aggregate.chunk_readings: 250000",
+            show_default="aggregate.chunk_readings: 150000",
         ),
     ] = None,
     references: Annotated[

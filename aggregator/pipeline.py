@@ -21,6 +21,7 @@ A reading that arrives late changes the windows its interval spans, back to the 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -33,6 +34,7 @@ from greenmon.aggregator.consumption import (
     ConsumptionRules,
     classify,
     events,
+    meter_enum,
     summary,
 )
 from greenmon.aggregator.energy import enterprise_energy, meter_energy
@@ -49,6 +51,8 @@ from greenmon.registry import Registry
 __all__ = ["Aggregation", "aggregate", "data_years", "with_context"]
 
 _OUTPUTS: Final = ("meter_energy", "energy", "intensity", "events", "summary")
+#: Frames of this many readings or more are classified in parts of whole meters, side by side.
+PARTITION_ROWS: Final = 2_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,6 +128,47 @@ def data_years(readings: pl.LazyFrame, tz: str = DEFAULT_TZ) -> list[int]:
     return list(range(first, last + 1))
 
 
+def _classify_and_attribute(
+    readings: pl.LazyFrame,
+    meters: pl.DataFrame,
+    windows: list[str],
+    rules: ConsumptionRules | None,
+    rates: pl.LazyFrame | pl.DataFrame | None,
+    tz: str,
+    since: datetime | None,
+    until: datetime | None,
+    partitions: int | None,
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(classified rows, window rows), both evaluated, lazily wrapped."""
+    parts = partitions
+    if parts is None:
+        rows = readings.select(pl.len()).collect().item()
+        parts = min(pl.thread_pool_size(), 4) if rows >= PARTITION_ROWS else 1
+    parts = max(1, min(parts, meters.height))
+    if parts == 1:
+        classified = classify(readings, meters, rules, rates).collect().lazy()
+        return classified, attribute(classified, meters, windows, tz=tz, since=since, until=until)
+    # meters as codes once; each part is a contiguous range of codes (of whole meters)
+    enum = meter_enum(meters)
+    coded = readings.with_columns(pl.col("meter").cast(pl.String).cast(enum, strict=False))
+    coded_frame = coded.collect()
+    code = pl.col("meter").to_physical()
+    bounds = [round(i * meters.height / parts) for i in range(parts + 1)]
+
+    def work(i: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        part = coded_frame.lazy().filter((code >= bounds[i]) & (code < bounds[i + 1]))
+        classified = classify(part, meters, rules, rates).collect()
+        rows = attribute(classified.lazy(), meters, windows, tz=tz, since=since, until=until)
+        return classified, rows.collect()
+
+    with ThreadPoolExecutor(parts, thread_name_prefix="greenmon-part") as pool:
+        done = list(pool.map(work, range(parts)))
+    return (
+        pl.concat([c for c, _ in done]).lazy(),
+        pl.concat([w for _, w in done]).lazy(),
+    )
+
+
 def aggregate(
     readings: pl.LazyFrame,
     registry: Registry,
@@ -139,6 +184,7 @@ def aggregate(
     since: datetime | None = None,
     until: datetime | None = None,
     factors: pl.DataFrame | None = None,
+    partitions: int | None = None,
 ) -> Aggregation:
     """Run the computation for `readings` (``meter, time, value``) up to per-meter windows;
     return the outputs lazily (see the module docstring).
@@ -147,7 +193,10 @@ def aggregate(
     years whose factors to resolve) defaults to `data_years` (one cheap scan of ``time``);
     `factors` (`meter_factors` output, resolved once by a caller running many chunks) skips
     that step. ``intensity`` is computed when ``1mo`` is among `windows` and `periods` is not
-    empty. See the module docstring for `since`, `until` and `rates` in incremental use.
+    empty. `partitions`: how many parts of whole meters the classification and the windows
+    are computed in, side by side (default: one per Polars thread, up to 4, for frames of
+    `PARTITION_ROWS` rows or more; 1 below). See the module docstring for `since`, `until` and
+    `rates` in incremental use.
     """
     references = references or load_references()
     choice = choice or ReferenceChoice()
@@ -157,21 +206,28 @@ def aggregate(
         year_list = sorted(set(years)) if years is not None else data_years(readings, tz)
         factors = meter_factors(registry.meters, references, year_list, choice)
 
-    # The classification is evaluated here, once, and shared by windows, events and summary.
+    # The classification is evaluated here, once, and shared by windows, events and summary;
+    # a large frame in parts of whole meters, side by side (each meter's figures depend only
+    # on its own readings).
     if registry.has_periods:  # a meter with several rows: computed per period (`periods`)
         table = meter_periods.series_table(registry.periods)
-        series = meter_periods.series_meters(table)
-        rates = meter_periods.series_rates(rates, table)
-        classified = classify(meter_periods.split(readings, table), series, rules, rates)
-        classified = classified.collect().lazy()
-        per_series = attribute(classified, series, wanted, tz=tz, since=since, until=until)
+        classified, per_series = _classify_and_attribute(
+            meter_periods.split(readings, table),
+            meter_periods.series_meters(table),
+            wanted,
+            rules,
+            meter_periods.series_rates(rates, table),
+            tz,
+            since,
+            until,
+            partitions,
+        )
         window_rows = meter_periods.merge(per_series, table)
         # events and summary speak of meters: the series' names mapped back
         classified = meter_periods.to_meters(classified, table)
     else:
-        classified = classify(readings, registry.meters, rules, rates).collect().lazy()
-        window_rows = attribute(
-            classified, registry.meters, wanted, tz=tz, since=since, until=until
+        classified, window_rows = _classify_and_attribute(
+            readings, registry.meters, wanted, rules, rates, tz, since, until, partitions
         )
     meter_rows = meter_energy(window_rows, registry.meters, factors, tz=tz)
     energy_rows = enterprise_energy(meter_rows, registry.meters, registry.enterprises, factors)

@@ -86,7 +86,7 @@ class AggregateSettings(BaseModel):
     #: per-meter 15-minute points (as many as the readings) are written only when listed.
     meter_windows: tuple[str, ...] = ("1h", "1d", "1mo")
     #: Readings one pass holds in memory: groups of whole enterprises are sized to it.
-    chunk_readings: int = Field(default=250_000, ge=1_000)
+    chunk_readings: int = Field(default=150_000, ge=1_000)
 
     @field_validator("meter_windows")
     @classmethod

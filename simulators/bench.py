@@ -20,7 +20,7 @@ from typing import Any
 from greenmon.deploy.local import LocalServices
 from greenmon.simulators.faults import FaultSpec
 from greenmon.simulators.fleet import generate_fleet
-from greenmon.simulators.gateways import PublishOptions, publish
+from greenmon.simulators.gateways import PublishOptions, default_processes, publish
 from greenmon.simulators.outfile import write_out_file
 from greenmon.simulators.runner import DEFAULT_START, RunSpec, parse_start, plan_run
 from greenmon.simulators.truth import malformed_frame, truth_frame, write_truth
@@ -38,6 +38,7 @@ def run_bench(
     publish_to_broker: bool = True,
     mqtt_url: str | None = None,
     concurrency: int = 256,
+    processes: int | None = None,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark (publishing to `mqtt_url`, or to a private Mosquitto when it is None,
@@ -79,13 +80,17 @@ def run_bench(
             return figures
         with _broker(mqtt_url, Path(tmp) / "services") as url:
             note(f"publishing {plan.messages.height} messages to {url}")
-            result = publish(plan.messages, PublishOptions(mqtt_url=url, concurrency=concurrency))
+            opts = PublishOptions(
+                mqtt_url=url, concurrency=concurrency, processes=processes or default_processes()
+            )
+            result = publish(plan.messages, opts)
         figures.update(
             mqtt_url=url if mqtt_url else "private Mosquitto (scratch directory)",
             published=result.published,
             publish_s=round(result.seconds, 3),
             publish_messages_per_s=round(result.rate),
             publish_readings_per_s=round(readings / result.seconds) if result.seconds else 0,
+            publish_processes=opts.processes,
             connects=result.connects,
         )
     return figures

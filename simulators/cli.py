@@ -209,6 +209,16 @@ def run_cmd(
         int,
         typer.Option(min=1, help="Gateways connected at once.", rich_help_panel=_PUB),
     ] = 256,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Publisher processes, each with its share of the gateways.",
+            show_default="the CPU count, at most 4",
+            rich_help_panel=_PUB,
+        ),
+    ] = None,
     credentials: Annotated[
         Path | None,
         typer.Option(
@@ -286,7 +296,7 @@ def run_cmd(
     else:
         published = _publish(
             settings, planned.plan.messages, spec.start_ms, speed_value, rate, concurrency,
-            credentials, not json_out,
+            credentials, not json_out, processes,
         )  # fmt: skip
         extra["mqtt_url"] = settings.mqtt_url
     summary = summarize(fleet, spec, planned, published=published, extra=extra)
@@ -310,8 +320,14 @@ def _publish(
     concurrency: int,
     credentials: Path | None,
     show_progress: bool,
+    processes: int | None = None,
 ) -> Any:
-    from greenmon.simulators.gateways import PublishOptions, load_credentials, publish
+    from greenmon.simulators.gateways import (
+        PublishOptions,
+        default_processes,
+        load_credentials,
+        publish,
+    )
 
     assert settings.mqtt_url is not None
     opts = PublishOptions(
@@ -326,6 +342,7 @@ def _publish(
         ca_file=settings.mqtt_ca_file,
         cert_file=settings.mqtt_cert_file,
         key_file=settings.mqtt_key_file,
+        processes=processes or default_processes(),
     )
     with _progress(messages.height, "publishing", show_progress) as advance:
         return publish(messages, opts, advance)
@@ -344,6 +361,15 @@ def replay_cmd(
         float | None, typer.Option(min=0.001, help="Cap on messages per second.")
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Gateways connected at once.")] = 256,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Publisher processes, each with its share of the gateways.",
+            show_default="the CPU count, at most 4",
+        ),
+    ] = None,
     credentials: Annotated[
         Path | None, typer.Option(help="credentials.csv: each gateway logs in as itself.")
     ] = None,
@@ -367,8 +393,9 @@ def replay_cmd(
     messages = read_out_file(file)
     origin = int(messages.select(pl.col("at_ms").min()).item() or 0)
     result = _publish(
-        settings, messages, origin, speed_value, rate, concurrency, credentials, not json_out
-    )
+        settings, messages, origin, speed_value, rate, concurrency, credentials, not json_out,
+        processes,
+    )  # fmt: skip
     summary = {
         "file": str(file),
         "published": result.published,
@@ -402,6 +429,15 @@ def bench_cmd(
         ),
     ] = True,
     concurrency: Annotated[int, typer.Option(min=1, help="Gateways connected at once.")] = 256,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Publisher processes (1 = the single-process rate, for comparison).",
+            show_default="the CPU count, at most 4",
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Simulator rates: generate a 1,000-enterprise fleet, plan one simulated day at 15 min,
@@ -429,6 +465,7 @@ def bench_cmd(
         publish_to_broker=publish_,
         mqtt_url=settings.mqtt_url,
         concurrency=concurrency,
+        processes=processes,
         say=None if json_out else lambda text: err_console.print(text),
     )
     if json_out:

@@ -105,3 +105,24 @@ def test_late_data_rewrites_the_windows_it_touches(tmp_path: Path) -> None:
         "meter_energy"
     )["meter_energy"]
     assert_frame_equal(_sorted(after, "meter_energy"), _sorted(expected, "meter_energy"))
+
+
+def test_parts_of_whole_meters_side_by_side_give_the_same_result(tmp_path: Path) -> None:
+    data = _fleet(tmp_path)
+    whole = aggregate(data.readings.lazy(), data.registry, partitions=1).collect()
+    parts = aggregate(data.readings.lazy(), data.registry, partitions=3).collect()
+    keys = {
+        **KEYS,
+        "intensity": ["enterprise", "period", "time"],
+        "events": ["meter", "time", "kind"],
+        "summary": ["meter"],
+    }
+    for name, frame in whole.items():
+        assert frame.height > 0, name
+        order = keys[name]
+        assert_frame_equal(
+            parts[name].sort(order).select(sorted(frame.columns)),
+            frame.sort(order).select(sorted(frame.columns)),
+            check_dtypes=False,
+            rel_tol=1e-12,
+        )

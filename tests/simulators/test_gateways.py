@@ -94,8 +94,14 @@ def typer_app() -> typer.Typer:
 FAULTS = "demo,duplicate=0.02,disconnect=0.01,malformed=0.01,gap_lost=0.02"
 
 
+@pytest.mark.parametrize("processes", ["1", "3"])
 def test_run_against_the_broker_delivers_every_message(
-    app: typer.Typer, fleet_dir: Path, mqtt_url: str, subscriber: Subscriber, tmp_path: Path
+    app: typer.Typer,
+    fleet_dir: Path,
+    mqtt_url: str,
+    subscriber: Subscriber,
+    tmp_path: Path,
+    processes: str,
 ) -> None:
     common = [
         "simulate",
@@ -112,14 +118,21 @@ def test_run_against_the_broker_delivers_every_message(
     assert offline.exit_code == 0, offline.output
     expected = read_out_file(tmp_path / "m.jsonl")
     result = runner.invoke(
-        app, [*common, "--mqtt-url", mqtt_url, "--truth", str(tmp_path / "t.parquet")]
-    )
+        app,
+        [*common, "--mqtt-url", mqtt_url, "--truth", str(tmp_path / "t.parquet"),
+         "--processes", processes],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["published"] == summary["messages"] == expected.height
     assert summary["reconnects"] == summary["faults"]["disconnect"] > 0
     got = subscriber.wait(expected.height)
+    # the same messages, byte for byte, each gateway's in its order, from 1 or 3 processes
     assert Counter(got) == Counter(expected.select("topic", "payload").iter_rows())
+    for client, mine in expected.group_by("client", maintain_order=True):
+        topic = mine["topic"][0]
+        sent = [p for t, p in got if t == topic]
+        assert sent == mine["payload"].to_list() or len(set(mine["topic"])) > 1, client
     # what was sent matches the truth: lost readings are in no message, duplicates twice
     truth = pl.read_parquet(tmp_path / "t.parquet")
     assert truth.filter(pl.col("faults").list.contains("gap_lost"))["sent"].not_().all()
@@ -202,3 +215,12 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
         publish(messages, opts)
     with pytest.raises(PublishError, match="mqtt://host:port"):
         publish(messages, PublishOptions(mqtt_url="http://127.0.0.1:1"))
+
+
+def test_gateways_are_dealt_whole_and_balanced() -> None:
+    from greenmon.simulators.gateways import shares
+
+    messages = pl.DataFrame({"client": ["a"] * 5 + ["b"] * 4 + ["c"] * 3 + ["d"] * 2 + ["e"] * 1})
+    assert shares(messages, 2) == [["a", "d", "e"], ["b", "c"]]  # 8 and 7 messages
+    assert shares(messages, 2) == shares(messages.reverse(), 2)  # deterministic
+    assert shares(messages, 9) == [["a"], ["b"], ["c"], ["d"], ["e"]]
