@@ -26,7 +26,9 @@ import pytest
 from greenmon.deploy.broker_auth import Gateway, write_broker_auth
 from greenmon.deploy.local import LocalServices, find_binary, free_port
 from greenmon.deploy.tls import create_dev_tls
+from greenmon.config import load_settings
 from greenmon.influx import InfluxClient
+from greenmon.retention import ensure_retention
 from tests.deploy.production import PROD, compose, example_env
 from tests.ingest.support import BASE_MS, GREENMON, REGISTRY
 
@@ -98,15 +100,16 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 # -- aggregate --follow: the heartbeat ---------------------------------------------------------
 def _seed_readings(influx_url: str, database: str) -> None:
-    client = InfluxClient(influx_url, database)
-    client.ensure_database()
-    lines = [
-        f"meter_reading,carrier=electricity,enterprise=E0001,meter=E0001-EL-MAIN "
-        f"value={1000 + 10 * k} {BASE_MS + k * 900_000}"
-        for k in range(16)
-    ]
-    client.write(lines, precision="ms")
-    client.close()
+    """Four hours of one meter, where the ingestor would have put them."""
+    settings = load_settings(influx_url=influx_url, database=database)
+    with InfluxClient.from_settings(settings) as client:
+        ensure_retention(client, settings, alter=False)
+        lines = [
+            f"meter_reading,carrier=electricity,enterprise=E0001,meter=E0001-EL-MAIN "
+            f"value={1000 + 10 * k} {BASE_MS + k * 900_000}"
+            for k in range(16)
+        ]
+        client.write(lines, precision="ms", rp=client.policy("meter_reading"))
 
 
 @pytest.fixture
@@ -150,6 +153,11 @@ def test_aggregate_follow_heartbeat_is_what_the_health_check_reads(
     assert "healthy: last successful round" in ok.stdout
     beat = json.loads(local_file.read_text())
     assert beat["ok"] is True and beat["pid"] == proc.pid
+    # The rounds did real work: the seeded hours were aggregated (energy written).
+    with InfluxClient(svc.influx_url, "hb") as client:
+        _wait(
+            lambda: client.query('SELECT count("kgce") FROM "energy"').height > 0, 60, "energy"
+        )
     _wait(lambda: json.loads(local_file.read_text())["rounds"] > beat["rounds"], 30, "rounds")
 
     # InfluxDB goes away: rounds fail, the heartbeat says so, and once the last successful
