@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
+from greenmon.config import load_settings
 from greenmon.deploy.broker_auth import Gateway, write_broker_auth
 from greenmon.deploy.local import LocalServices, find_binary, free_port
 from greenmon.deploy.tls import create_dev_tls
-from greenmon.config import load_settings
 from greenmon.influx import InfluxClient
 from greenmon.retention import ensure_retention
 from tests.deploy.production import PROD, compose, example_env
@@ -155,9 +155,7 @@ def test_aggregate_follow_heartbeat_is_what_the_health_check_reads(
     assert beat["ok"] is True and beat["pid"] == proc.pid
     # The rounds did real work: the seeded hours were aggregated (energy written).
     with InfluxClient(svc.influx_url, "hb") as client:
-        _wait(
-            lambda: client.query('SELECT count("kgce") FROM "energy"').height > 0, 60, "energy"
-        )
+        _wait(lambda: client.query('SELECT count("kgce") FROM "energy"').height > 0, 60, "energy")
     _wait(lambda: json.loads(local_file.read_text())["rounds"] > beat["rounds"], 30, "rounds")
 
     # InfluxDB goes away: rounds fail, the heartbeat says so, and once the last successful
