@@ -174,6 +174,37 @@ def test_aggregate_follow_heartbeat_is_what_the_health_check_reads(
     assert proc.wait(60) == 0
 
 
+def test_alerts_watch_heartbeat_is_what_the_health_check_reads(
+    own_services: Callable[..., LocalServices], tmp_path: Path
+) -> None:
+    svc = own_services("influxd")
+    _seed_readings(svc.influx_url, "alerts_hb")
+    rt = tmp_path / "rt"
+    log = (tmp_path / "alerts.log").open("w")
+    proc = subprocess.Popen(
+        [GREENMON, "alerts", "watch", "--registry", str(REGISTRY), "--interval", "1",
+         "--influx-url", svc.influx_url, "--database", "alerts_hb", "--runtime-dir", str(rt)],
+        stdout=log, stderr=subprocess.STDOUT, text=True,
+        env={**_unit_env(), "GREENMON_ALERTS__MQTT": "false"},
+        preexec_fn=_mdwe if MDWE else None,
+    )  # fmt: skip
+    try:
+        args = _compose_probe("alerts")
+        local_file = rt / Path(args[1]).relative_to("/var/lib/greenmon/run")
+        args[1] = str(local_file)
+        _wait(local_file.exists, 90, f"the heartbeat (log: {tmp_path / 'alerts.log'})")
+        ok = _probe(*args)
+        assert ok.returncode == 0, ok.stderr
+        first = json.loads(local_file.read_text())
+        assert first["ok"] is True and first["pid"] == proc.pid
+        _wait(lambda: json.loads(local_file.read_text())["rounds"] > first["rounds"], 60, "2nd")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        log.close()
+    assert code == 0, (tmp_path / "alerts.log").read_text()[-2000:]
+
+
 # -- ingest: /metrics --------------------------------------------------------------------------
 def test_ingest_metrics_probe_says_connected(
     services: LocalServices, tmp_path: Path, database: str
