@@ -137,7 +137,9 @@ def aggregate_cmd(
     Re-running a range overwrites, never doubles.
     With --follow the registry is reloaded when its files change or on SIGHUP (a bad edit
     is refused, with every problem logged); days already written keep their figures until
-    you recompute them with --from/--to.
+    you recompute them with --from/--to. After every round it writes the heartbeat
+    `<runtime-dir>/health/aggregate.json` that `python -m greenmon.health heartbeat` judges
+    (container health checks, monitoring).
 
     Examples (a fleet/ made by simulate fleet, its readings ingested):
     `greenmon aggregate --registry fleet/ --from 2025-06-02 --to 2025-06-09 --json`;
@@ -191,6 +193,7 @@ def aggregate_cmd(
                 parse_duration(lateness, "--lateness"),
                 poll_seconds,
                 json_out,
+                settings.runtime_dir,
             )
             return
         tz = settings.timezone
@@ -267,9 +270,16 @@ def aggregate_cmd(
 
 
 def _follow(
-    client: Any, watcher: Any, opts: Any, lateness: timedelta, poll_s: float, json_out: bool
+    client: Any,
+    watcher: Any,
+    opts: Any,
+    lateness: timedelta,
+    poll_s: float,
+    json_out: bool,
+    runtime_dir: Path,
 ) -> None:
     from greenmon.aggregator.follow import Follower
+    from greenmon.health import Heartbeat, heartbeat_path
 
     logging.getLogger("greenmon").setLevel(logging.INFO)
     stop = threading.Event()
@@ -280,11 +290,13 @@ def _follow(
     follower = Follower(
         client, watcher.current, opts, lateness=lateness, say=say,
         registry_source=lambda: watcher.current,
+        on_round=Heartbeat(heartbeat_path(runtime_dir, "aggregate")).beat,
     )  # fmt: skip
     if not json_out:
         console.print(
             f"following {client.database}: lateness {lateness}, every {poll_s} s; registry "
-            f"{watcher.root} reloaded when it changes or on SIGHUP; Ctrl-C to stop"
+            f"{watcher.root} reloaded when it changes or on SIGHUP; heartbeat "
+            f"{heartbeat_path(runtime_dir, 'aggregate')}; Ctrl-C to stop"
         )
     watcher.start()
     try:

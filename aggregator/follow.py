@@ -140,6 +140,9 @@ class Follower:
     rates_day: datetime | None = None
     #: boundary (day start or watermark) -> per meter the interval crossing it
     crossings: dict[datetime, pl.DataFrame] = field(default_factory=dict)
+    # Told after every round of `run` whether it succeeded (and why not): the heartbeat
+    # that health checks read (greenmon.health).
+    on_round: Callable[[bool, str], None] | None = None
     _checked: float = 0.0
     _dirty: set[datetime] = field(default_factory=set)
     _written_ids: set[str] = field(default_factory=set)
@@ -219,10 +222,14 @@ class Follower:
                 if down:
                     log.warning("InfluxDB answers again; following")
                     down = False
+                if self.on_round is not None:
+                    self.on_round(True, "")
             except (InfluxConnectionError, InfluxUnavailableError) as exc:
                 if not down:
                     log.warning("InfluxDB unavailable (%s); retrying every %.0f s", exc, poll_s)
                     down = True
+                if self.on_round is not None:
+                    self.on_round(False, f"InfluxDB unavailable: {exc}")
             stop.wait(poll_s)
 
     def summary(self) -> dict[str, Any]:

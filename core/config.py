@@ -74,6 +74,8 @@ class IngestSettings(BaseModel):
     max_readings_per_message: int = Field(default=5000, ge=1)
     max_future_skew_s: float = Field(default=300.0, ge=0)
     metrics_port: int = Field(default=9108, ge=0, le=65_535)
+    #: Address /metrics listens on; 0.0.0.0 in a container that Prometheus scrapes.
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
     stats_interval_s: float = Field(default=5.0, gt=0)
 
 

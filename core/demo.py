@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -50,6 +51,17 @@ class DemoOptions:
     database: str = "greenmon_demo"
     lateness: str = "30m"
     poll_s: float = 2.0
+
+
+def fleet_for_demo(directory: Path, opts: DemoOptions | None = None) -> Any:
+    """Write the demo's fleet (registry and simulation files) into `directory`; return it.
+    docs/gateways.md's examples name its enterprises, meters and gateways."""
+    from greenmon.simulators.fleet import generate_fleet, write_fleet
+
+    opts = opts or DemoOptions()
+    fleet = generate_fleet(opts.enterprises, opts.seed)
+    write_fleet(fleet, directory, overwrite=True)
+    return fleet
 
 
 def _clean_session(mqtt_url: str, client_id: str) -> None:
@@ -82,7 +94,6 @@ def run_demo(
     from greenmon.ingest.process import IngestorProcess
     from greenmon.registry import load_registry
     from greenmon.simulators.faults import parse_faults
-    from greenmon.simulators.fleet import generate_fleet, write_fleet
     from greenmon.simulators.gateways import PublishOptions, publish
     from greenmon.simulators.runner import RunSpec, parse_start, plan_run
     from greenmon.simulators.truth import malformed_frame, truth_frame, write_truth
@@ -95,9 +106,8 @@ def run_demo(
     services.up()
 
     say(f"generating a fleet of {opts.enterprises} Nantong enterprises (seed {opts.seed})")
-    fleet = generate_fleet(opts.enterprises, opts.seed)
     fleet_dir = work / "fleet"
-    write_fleet(fleet, fleet_dir, overwrite=True)
+    fleet = fleet_for_demo(fleet_dir, opts)
     registry = load_registry(fleet_dir)
     spec = RunSpec(
         start_ms=parse_start(opts.start, 900),

@@ -50,7 +50,9 @@ def ingest(
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            help="Prometheus /metrics on 127.0.0.1:PORT; 0 disables.", show_default="9108"
+            help="Prometheus /metrics on 127.0.0.1:PORT (ingest.metrics_host to listen "
+            "elsewhere); 0 disables.",
+            show_default="9108",
         ),
     ] = None,
     batch_lines: Annotated[int | None, typer.Option(help="Lines per InfluxDB write.")] = None,

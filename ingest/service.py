@@ -52,10 +52,10 @@ class Ingestor:
         self.metrics = IngestMetrics()
         if ing.metrics_port:
             try:
-                self.metrics.serve(ing.metrics_port)
+                self.metrics.serve(ing.metrics_port, ing.metrics_host)
             except OSError as exc:
                 raise ConfigError(
-                    f"ingest.metrics_port: cannot listen on 127.0.0.1:{ing.metrics_port} "
+                    f"ingest.metrics_port: cannot listen on {ing.metrics_host}:{ing.metrics_port} "
                     f"({exc}); choose another or 0 to disable"
                 ) from exc
         # Short retries on the hot path: if InfluxDB does not answer quickly, the batch goes

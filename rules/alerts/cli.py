@@ -334,10 +334,13 @@ def watch_cmd(
     `--aggregate` runs the aggregator's follow mode in the same process and evaluates after
     each round that wrote something, as well as every interval. The registry is reloaded when
     its files change or on SIGHUP (a bad edit is refused and logged; the registry in use
-    stays). With `--json`, one JSON line per evaluation.
+    stays). With `--json`, one JSON line per evaluation. After every evaluation it writes the
+    heartbeat `<runtime-dir>/health/alerts.json` that `python -m greenmon.health heartbeat`
+    judges (container health checks, monitoring).
 
     Example: `greenmon alerts watch --registry fleet/ --interval 60`
     """
+    from greenmon.health import Heartbeat, heartbeat_path
     from greenmon.influx import InfluxClient
     from greenmon.registry_watch import RegistryWatcher
     from greenmon.rules.alerts.rulefile import load_alert_rules
@@ -401,6 +404,13 @@ def watch_cmd(
                 )
             )
 
+    # After every evaluation, the heartbeat health checks read (greenmon.health).
+    heartbeat = Heartbeat(heartbeat_path(settings.runtime_dir, "alerts"))
+
+    def evaluated(outcome: Outcome) -> None:
+        heartbeat.beat(True, f"{len(outcome.transitions)} transition(s)")
+        show(outcome)
+
     watcher.start()
     try:
         with open_store(settings) as store:
@@ -413,7 +423,7 @@ def watch_cmd(
                 stop,
                 interval_s=every,
                 sinks=sinks,
-                on_outcome=show,
+                on_outcome=evaluated,
                 rounds=rounds,
             )
     finally:
