@@ -191,6 +191,19 @@ def complete_since(
     return (now or datetime.now(UTC)) - timedelta(seconds=seconds) + timedelta(days=1)
 
 
+def raw_complete_since(
+    client: InfluxClient, settings: Settings, now: datetime | None = None
+) -> datetime | None:
+    """`complete_since` with the raw policy's duration as InfluxDB has it now (one
+    ``SHOW RETENTION POLICIES``; the settings' when it cannot be read)."""
+    report: RetentionReport | None = None
+    try:
+        report = RetentionReport(client.database, policies=show_policies(client))
+    except InfluxError as exc:
+        log.debug("retention policies of %s not read (%s)", client.database, exc)
+    return complete_since(report, settings, now)
+
+
 def ensure_quietly(client: InfluxClient, settings: Settings) -> RetentionReport | None:
     """At a command's start: create what is missing, change nothing, log differences. An
     InfluxDB that cannot be reached now is not an error here (the command retries later)."""
@@ -215,6 +228,7 @@ __all__ = [
     "ensure_retention",
     "parse_duration",
     "policies_of",
+    "raw_complete_since",
     "raw_max_age_s",
     "show_policies",
     "source_of",

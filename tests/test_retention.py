@@ -254,6 +254,15 @@ def test_daily_and_monthly_results_survive_the_expiry_of_raw_readings(tmp_path: 
         days = before["energy"].filter(pl.col("window") == "1d")["time"].unique().len()
         months = before["energy"].filter(pl.col("window") == "1mo")["time"].unique().len()
         assert (days, months) == (30, 1)
+        judge_alerts = ("alerts", "check", *conn, "--as-of", "2025-06-30", "--dry-run",
+                        "--runtime-dir", str(tmp_path / "run"))  # fmt: skip
+        rc, alerts_before = _cli(*judge_alerts)
+        assert rc == 0, alerts_before
+        assert {o["scope"] for o in alerts_before} == {"enterprise", "county", "city"}
+        judge_screen = ("screen", *conn, "--year", "2025", "--as-of", "2025-07-01")
+        rc, screen_before = _cli(*judge_screen)
+        assert rc == 0, screen_before
+        assert len(screen_before["candidates"]) == 3
 
         # Years pass: InfluxDB deletes the raw readings (and only them).
         client.query_json('ALTER RETENTION POLICY "raw" ON "gm" DURATION 1h SHARD DURATION 1h')
@@ -278,8 +287,19 @@ def test_daily_and_monthly_results_survive_the_expiry_of_raw_readings(tmp_path: 
         out, _ = follow.communicate(timeout=60)
         assert follow.returncode == 0 and json.loads(out)["rounds"] >= 1
         assert_results_equal(before, _results(client))
-        # TODO(issue 10, 11): alerts and screening read these same daily points; extend
-        # this test with `greenmon alerts check` and `greenmon screen` once they exist.
+        # Alerts and screening read the daily and monthly points: they judge the same
+        # (the gateway-silence rule, the one reader of raw readings, says it cannot judge).
+        rc, alerts_after = _cli(*judge_alerts)
+        assert rc == 0, alerts_after
+        assert alerts_after == alerts_before
+        rc, screen_after = _cli(*judge_screen)
+        assert rc == 0, screen_after
+        timing = "seconds"  # how long each step took: the one thing allowed to differ
+        assert {k: v for k, v in screen_after.items() if k != timing} == {
+            k: v for k, v in screen_before.items() if k != timing
+        }
+        silent = subprocess.run([GREENMON, *judge_alerts, "--json"], capture_output=True, text=True)
+        assert "gateway_silent not judged" in " ".join(silent.stderr.split())
         client.close()
     finally:
         svc.stop("influxd")

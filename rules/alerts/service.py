@@ -37,6 +37,7 @@ from greenmon.config import Settings
 from greenmon.influx import InfluxClient
 from greenmon.lineprotocol import format_line
 from greenmon.registry import Registry
+from greenmon.retention import raw_complete_since
 from greenmon.rules.alerts.delivery import Dispatcher
 from greenmon.rules.alerts.errors import SinkError
 from greenmon.rules.alerts.evaluate import LEVELS, Judgement, evaluate, horizon_of
@@ -150,12 +151,22 @@ class Inputs:
     months: pl.DataFrame
     meter_days: pl.DataFrame | None
     last_seen: pl.DataFrame | None
+    notes: tuple[str, ...] = ()
 
 
-def read_inputs(client: InfluxClient, rules: AlertRules, as_of: datetime, tz: str) -> Inputs:
+def read_inputs(
+    client: InfluxClient,
+    rules: AlertRules,
+    as_of: datetime,
+    tz: str,
+    *,
+    raw_since: datetime | None = None,
+) -> Inputs:
     """The monthly totals of complete months, the daily totals of the recent days (this month,
     the sudden-change baseline), the judged day's meter completeness, the newest reading per
-    meter."""
+    meter. `raw_since`: from when on the raw readings are all still kept (None: forever);
+    before it, silence cannot be told from expiry, so the gateway-silence rule is not judged.
+    """
     today = as_of.astimezone(ZoneInfo(tz)).date()
     since = min(
         date(today.year, today.month, 1),
@@ -169,12 +180,19 @@ def read_inputs(client: InfluxClient, rules: AlertRules, as_of: datetime, tz: st
         if judged is not None and rules.data_completeness.enabled
         else None
     )
-    last_seen = (
-        read_last_seen(client, as_of, rules.gateway_silent.lookback)
-        if rules.gateway_silent.enabled
-        else None
-    )
-    return Inputs(daily, months, meter_days, last_seen)
+    notes: tuple[str, ...] = ()
+    last_seen = None
+    if rules.gateway_silent.enabled:
+        lookback_from = as_of - timedelta(seconds=rules.gateway_silent.lookback)
+        if raw_since is not None and lookback_from < raw_since:
+            notes = (
+                "gateway_silent not judged: raw readings before "
+                f"{raw_since.astimezone(ZoneInfo(tz)).isoformat(timespec='minutes')} are no "
+                "longer kept (retention.raw_days), so silence cannot be told from expiry",
+            )
+        else:
+            last_seen = read_last_seen(client, as_of, rules.gateway_silent.lookback)
+    return Inputs(daily, months, meter_days, last_seen, notes)
 
 
 def judge(
@@ -206,9 +224,12 @@ def evaluate_once(
 ) -> Outcome:
     """Judge as of `as_of` and (unless `dry_run`) record the alerts (see the module docstring)."""
     tz = settings.timezone
-    inputs = read_inputs(client, rules.rules, as_of, tz)
+    raw_since = raw_complete_since(client, settings) if rules.rules.gateway_silent.enabled else None
+    inputs = read_inputs(client, rules.rules, as_of, tz, raw_since=raw_since)
     judgement = judge(inputs, registry, rules.rules, as_of, tz)
-    return record(judgement, registry, rules, store, settings, sinks=sinks, dry_run=dry_run)
+    outcome = record(judgement, registry, rules, store, settings, sinks=sinks, dry_run=dry_run)
+    outcome.notes[:0] = inputs.notes
+    return outcome
 
 
 def record(
