@@ -147,7 +147,8 @@ def replay_cmd(
         + f"; {report.already_replayed:,} replayed before (left alone)"
     )
     if report.by_meter:
-        t = Table("meter", "readings", title=f"readings {verb}")
+        title = "readings it would write, by meter" if dry_run else "readings written, by meter"
+        t = Table("meter", "readings", title=title)
         for meter, n in report.by_meter.most_common(20):
             t.add_row(meter, f"{n:,}")
         console.print(t)
