@@ -195,6 +195,7 @@ COLUMNS = {
     "rank": "排名 rank",
     "score": "得分 score",
     "passed": "结果 result",
+    "gaps": "差距 gaps",
     "class": "分类 class",
 }
 

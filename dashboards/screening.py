@@ -4,9 +4,9 @@ Panels, and the question each answers:
 
 - *Candidates passing*: how many enterprises of the selection pass the green-factory screening
   for the year;
-- *Green-factory candidates, ranked*: who the best candidates are, their score and whether they
-  pass (the gap per indicator is in ``greenmon screen``'s output and report: it is not part of
-  the ``screening`` measurement of DESIGN §3);
+- *Green-factory candidates, ranked*: who the best candidates are, their score, whether they
+  pass, and the gap per indicator (the ``gaps`` string ``greenmon screen`` writes beside the
+  DESIGN §3 fields; the full sentences are in its output and HTML report);
 - *A/B/C/D counts*: how the selection divides into resource-efficiency classes (亩均论英雄),
   T = not evaluated;
 - *Classes, ranked*: each enterprise's class, score and rank.
@@ -64,7 +64,8 @@ def year_variable() -> dash.QueryVariable:
 
 def screening_dashboard(site: Site) -> dash.Dashboard:
     candidates = (
-        'SELECT last("rank") AS "rank", last("score") AS "score", last("passed") AS "passed" '
+        'SELECT last("rank") AS "rank", last("score") AS "score", last("passed") AS "passed", '
+        'last("gaps") AS "gaps" '
         f'FROM "screening" WHERE {_where()} GROUP BY "enterprise", "county", "industry"'
     )
     passing = 'SELECT count("rank") AS "passed" FROM "screening" WHERE ' + _where(
@@ -133,9 +134,10 @@ def screening_dashboard(site: Site) -> dash.Dashboard:
         .with_panel(
             table_panel(
                 title("候选企业排名", "Candidates, ranked"),
-                "Every screened enterprise, best first: rank, score (0-100) and whether it "
-                "passes. The gap to pass per indicator is in `greenmon screen --json` and its "
-                "HTML report.",
+                "Every screened enterprise, best first: rank, score (0-100), whether it passes, "
+                "and per indicator the change still needed (to the baseline value when below "
+                "it, else to the leading value). Full sentences: `greenmon screen` and its HTML "
+                "report.",
                 span=16,
                 height=12,
                 sort="排名 rank",
@@ -144,7 +146,9 @@ def screening_dashboard(site: Site) -> dash.Dashboard:
             .with_target(InfluxQL(candidates).table())
             .with_transformation(
                 organize(
-                    rename=columns("enterprise", "county", "industry", "rank", "score", "passed")
+                    rename=columns(
+                        "enterprise", "county", "industry", "rank", "score", "passed", "gaps"
+                    )
                 )
             )
         )

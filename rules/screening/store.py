@@ -5,7 +5,10 @@ One point per enterprise and year, stamped with the local 1 January of the year,
 
 - ``screening``: ``score``, ``passed`` (1/0), ``rank``, ``coverage``, ``requirements_met``
   (1/0), ``indicators_scored``, ``value_<indicator>`` and ``score_<indicator>``; strings
-  ``criteria`` (the files' label) and ``period`` (what the figures cover);
+  ``criteria`` (the files' label), ``period`` (what the figures cover) and ``gaps`` (each
+  indicator short of its leading value, by its name, heaviest first:
+  ``单位产品综合能耗: +8.2% -> baseline; ...``; absent when there is none), which the
+  dashboards' candidates table shows;
 - ``efficiency_class``: ``score``, ``class`` (``A`` .. ``D``, ``T``), ``class_code`` (1 for the
   first class, 2, ...; 0 for T, for dashboards that need a number), ``rank``,
   ``ranked_among``, ``evaluated`` (1/0), ``ratio_<indicator>``, ``value_<indicator>``; strings
@@ -28,9 +31,16 @@ from greenmon.aggregator.store import to_lines
 from greenmon.influx import InfluxClient, InfluxError
 from greenmon.rules.screening.classify import ClassResult
 from greenmon.rules.screening.period import Period
-from greenmon.rules.screening.screen import ScreeningResult
+from greenmon.rules.screening.screen import ScreeningResult, gap_short
 
-__all__ = ["CLASS_MEASUREMENT", "SCREENING_MEASUREMENT", "TAGS", "write_classes", "write_screening"]
+__all__ = [
+    "CLASS_MEASUREMENT",
+    "SCREENING_MEASUREMENT",
+    "TAGS",
+    "gaps",
+    "write_classes",
+    "write_screening",
+]
 
 log = logging.getLogger("greenmon.rules.screening")
 
@@ -73,6 +83,24 @@ def _stamp(period: Period, label: str) -> list[pl.Expr]:
     ]
 
 
+def gaps(indicators: pl.DataFrame) -> pl.DataFrame:
+    """``enterprise, gaps``: one line per enterprise naming each indicator's gap (`gap_short`),
+    the heaviest indicators first; enterprises without a gap have no row."""
+    rows = indicators.filter(pl.col("gap_target").is_not_null()).sort(
+        ["enterprise", "weight", "indicator"], descending=[False, True, False]
+    )
+    # a few thousand rows a year, formatted once per run: gap_short is the one formatter
+    # the JSON output and the report use too
+    short = [gap_short(r) for r in rows.iter_rows(named=True)]
+    return (
+        rows.select("enterprise", "name")
+        .with_columns(pl.Series("short", short, dtype=pl.String))
+        .filter(pl.col("short").is_not_null())
+        .group_by("enterprise", maintain_order=True)
+        .agg(pl.format("{}: {}", "name", "short").str.join("; ").alias("gaps"))
+    )
+
+
 def write_screening(
     client: InfluxClient, result: ScreeningResult, period: Period, label: str
 ) -> int:
@@ -87,6 +115,7 @@ def write_screening(
         )
         .join(_wide(result.indicators, "value_", "value"), on="enterprise", how="left")
         .join(_wide(result.indicators, "score_", "score"), on="enterprise", how="left")
+        .join(gaps(result.indicators), on="enterprise", how="left")
     )
     fields = [
         "score",
@@ -97,7 +126,8 @@ def write_screening(
         "indicators_scored",
         *(c for c in frame.columns if c.startswith(("value_", "score_"))),
     ]
-    return _replace(client, SCREENING_MEASUREMENT, period, frame, fields, ("criteria", "period"))
+    strings = ("criteria", "period", "gaps")
+    return _replace(client, SCREENING_MEASUREMENT, period, frame, fields, strings)
 
 
 def write_classes(

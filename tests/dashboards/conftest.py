@@ -63,7 +63,8 @@ def _contract() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
         frozenset({"level", "state", "value", "threshold", "message"}),
     )
     per_year = frozenset({"enterprise", "county", "industry", "year"})
-    out["screening"] = (per_year, frozenset({"score", "passed", "rank"}))
+    # DESIGN §3's fields, and the gaps string greenmon screen writes beside them
+    out["screening"] = (per_year, frozenset({"score", "passed", "rank", "gaps"}))
     out["efficiency_class"] = (per_year, frozenset({"score", "class", "rank"}))
     out["greenmon_ingest"] = (
         frozenset({"client_id"}),

@@ -351,7 +351,9 @@ def _write_rules_outputs(client: InfluxClient) -> None:
         passed = "true" if i < 2 else "false"
         lines.append(
             f"screening,county=X,enterprise={e},industry=C1,year=2025 "
-            f"score={90.0 - 10 * i},passed={passed},rank={i + 1}.0 {year}"
+            f"score={90.0 - 10 * i},passed={passed},rank={i + 1}.0"
+            + (f',gaps="unit energy: +{i}.0% -> baseline"' if i else "")
+            + f" {year}"
         )
         cls = "ABCDTA"[i]
         lines.append(
@@ -388,4 +390,5 @@ def test_rules_measurements_answer_as_written(day: Day) -> None:
     assert got == {"A": 2, "B": 1, "C": 1, "D": 1, "E": 1}  # refIds A..E = classes A, B, C, D, T
     ranked = next(q for q in queries if "候选企业排名" in q.where)
     rows = {s["tags"]["enterprise"]: s["values"][0] for s in run(day, _filled(day, ranked))}
-    assert rows["E0001"][1:] == [1.0, 90.0, True]
+    assert rows["E0001"][1:] == [1.0, 90.0, True, None]  # no gap: none written
+    assert rows["E0002"][1:] == [2.0, 80.0, True, "unit energy: +1.0% -> baseline"]

@@ -241,6 +241,18 @@ def test_decisions_are_stored_one_point_per_enterprise_and_year(
         k: float(v) for k, v in rank.items()
     }
     assert s["criteria"][0].startswith("greenmon/rules/data/green_factory_2025.toml")
+    # gaps: per enterprise, each indicator's short gap as the JSON output gives it
+    with InfluxClient(city.influx_url, city.database) as client:
+        g = client.query('SELECT "gaps" FROM "screening" GROUP BY "enterprise"')
+    stored = dict(zip(g["enterprise"], g["gaps"], strict=True))
+    for c in screened["candidates"]:
+        want = [
+            f"{i['name']}: {i['gap']['short']}"
+            for i in sorted(c["indicators"], key=lambda i: (-i["weight"], i["id"]))
+            if i["gap"] is not None
+        ]
+        assert stored.get(c["enterprise"]) == ("; ".join(want) if want else None)
+    assert sum(v is not None for v in stored.values()) > 100
     assert e.height == 300 and set(e["year"]) == {"2025"}
     got = e["class"].value_counts().sort("class")
     want = pl.Series("class", [en["class"] for en in classified["enterprises"]])
