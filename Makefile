@@ -50,8 +50,8 @@ install: debs $(VENV)/.deps
 	  | grep -v -i -E "warning|^ *$$|!!|\*\*\*|setuptools|packag|^ +[A-Za-z\[(]" || true
 
 lint: $(VENV)/.deps
-	$(VENV)/bin/ruff check core ingest rules aggregator dashboards simulators deploy tests
-	$(VENV)/bin/ruff format --check core ingest rules aggregator dashboards simulators deploy tests
+	$(VENV)/bin/ruff check core ingest rules aggregator dashboards simulators deploy demo tests
+	$(VENV)/bin/ruff format --check core ingest rules aggregator dashboards simulators deploy demo tests
 
 # mypy checks the installed package (the source folders are mapped into `greenmon`).
 typecheck: install

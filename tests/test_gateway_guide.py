@@ -33,7 +33,7 @@ def demo_dir(tmp_path: Path) -> Path:
     if not (tmp_path / ".venv" / "bin" / "activate").is_file():
         pytest.skip("not running inside a virtual environment (no .venv/bin/activate)")
     # What the guide relies on from the demo: its fleet, written the way the demo writes it.
-    from greenmon.demo import fleet_for_demo
+    from greenmon.demo.fleet import fleet_for_demo
 
     fleet_for_demo(tmp_path / ".greenmon" / "run" / "demo" / "fleet")
     return tmp_path
