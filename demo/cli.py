@@ -88,10 +88,12 @@ def demo_cmd(
 def _energy_tables(s: dict[str, Any]) -> None:
     for key, title in (("energy_by_county", "county"), ("energy_by_industry", "industry")):
         t = Table(title, "enterprises", "tce", "kgCO2", title=f"live days: energy by {title}")
-        for r in s[key]:
+        for r in s[key][:10]:
             t.add_row(
                 str(r[title]), str(r["enterprises"]), f"{r['tce']:,.3f}", f"{r['kgco2']:,.0f}"
             )
+        if len(s[key]) > 10:
+            t.add_row(f"... {len(s[key]) - 10} more (--json)", "", "", "")
         console.print(t)
     title = "five most energy-intensive this month (pro-rated to the days covered)"
     t = Table("enterprise", "industry", "tce/10k yuan VA", "reference", "ratio", title=title)
@@ -112,7 +114,7 @@ def _alert_lines(s: dict[str, Any]) -> None:
     for r in a["red"]:
         who = f"{r['subject']} {r.get('name') or ''}".strip()
         console.print(Text.assemble(("  red ", _STYLE["red"]), who), highlight=False)
-        for why in r["why"][:2]:
+        for why in r["why"][:1]:  # what makes it red comes first
             console.print(Text(f"      {why}", style="dim"), highlight=False, soft_wrap=True)
     for q in a["data_quality"]:
         console.print(
@@ -126,10 +128,16 @@ def _alert_lines(s: dict[str, Any]) -> None:
         )
 
 
+def _period(p: Any) -> str:
+    if not isinstance(p, dict):
+        return str(p)
+    return f"{p['year']}, {p['from']} .. {p['to']}" + ("" if p.get("whole_year") else " to date")
+
+
 def _screening_lines(s: dict[str, Any]) -> None:
     sc = s["screening"]
     t = Table("rank", "enterprise", "county", "score", "passed",
-              title=f"green-factory candidates ({sc['period']}): top 5 of "
+              title=f"green-factory candidates ({_period(sc['period'])}): top 5 of "
               f"{s['enterprises']}, {sc['passed']} pass")  # fmt: skip
     for c in sc["top"][:5]:
         t.add_row(str(c["rank"]), f"{c['enterprise']} {c.get('name') or ''}",
@@ -138,20 +146,25 @@ def _screening_lines(s: dict[str, Any]) -> None:
     console.print(t)
     cl = s["classes"]
     console.print(
-        f"[bold]efficiency classes[/] ({cl['period']}): "
+        f"[bold]efficiency classes[/] ({_period(cl['period'])}): "
         + ", ".join(f"{k} {v}" for k, v in cl["counts"].items())
         + f" (of {cl['enterprises']})"
     )
     plan = s.get("plan") or {}
-    rows = plan.get("indicators") if isinstance(plan, dict) else None
-    if rows:
-        console.print("[bold]plan indicators[/]")
-        for r in rows:
-            name = r.get("name") or r.get("id")
-            value, target = r.get("value"), r.get("target")
-            line = f"  {name}: {value if value is not None else '-'}"
-            if target is not None:
-                line += f" (target {target})"
+    if plan:
+        console.print(f"[bold]plan indicators[/] ({plan.get('plan_en') or plan.get('plan')})")
+        i9, i10 = plan.get("indicator_9") or {}, plan.get("indicator_10") or {}
+        if i9.get("tce_per_10k_yuan") is not None:
+            line = (
+                f"  9 {i9['name_en']}: {i9['tce_per_10k_yuan']:.4f} tce/10k yuan vs "
+                f"{i9['reference_tce_per_10k_yuan']} ({i9['verdict']})"
+            )
+            console.print(Text(line), highlight=False, soft_wrap=True)
+        if i10:
+            line = (
+                f"  10 {i10['name_en']}: new candidates vs the target "
+                f"{i10['new_candidates_vs_target']}; cumulative {i10['cumulative_vs_target']}"
+            )
             console.print(Text(line), highlight=False, soft_wrap=True)
 
 
