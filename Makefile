@@ -14,8 +14,10 @@ PYTEST_ARGS ?=
 
 test: install lint typecheck pytest
 
-# The whole chain on the local services: fleet, MQTT stream with faults, ingest,
-# aggregate --follow, summary against the ground truth (DEMO_ARGS e.g. --enterprises 100).
+# The whole chain on the local services: a fleet built on purpose, last year and this year to
+# date, a live week through MQTT with faults while ingest, aggregate --follow and alerts watch
+# run, then alerts, screening, classes, HTML reports, the Grafana provisioning tree, and the
+# summary against the ground truth (DEMO_ARGS e.g. --enterprises 100 --days 3).
 DEMO_ARGS ?=
 demo: install
 	$(VENV)/bin/greenmon services up
