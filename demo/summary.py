@@ -10,7 +10,7 @@ indicators, and whether the designed cast came out as designed. It reads; it dec
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -137,10 +137,12 @@ def summarize(
     if history_truth is not None:
         jan1_ms, lo_ms = int(jan1.timestamp() * 1000), int(lo.timestamp() * 1000)
         hist = history_truth.filter((pl.col("start_ms") >= jan1_ms) & (pl.col("end_ms") <= lo_ms))
-        hist_kgce = _true_kgce(hist, all_factors.filter(pl.col("year") == year))
+        this_year = all_factors.filter(pl.col("year") == year)
+        # the live days may begin last year (a demo run in the first days of January)
+        live_kgce = _true_kgce(live.filter(pl.col("start") >= jan1.astimezone(UTC)), this_year)
         got = _energy(client, jan1, hi)
         got_kgce = float(got.get_column("kgce").sum()) if got.height else 0.0
-        want = hist_kgce + true_kgce
+        want = _true_kgce(hist, this_year) + live_kgce
         ytd = {
             "from": jan1.isoformat(),
             "tce": round(got_kgce / 1000, 3),
