@@ -215,7 +215,7 @@ def print_summary(s: dict[str, Any]) -> None:
     d = s["dashboards"]
     console.print(
         f"Grafana provisioning tree: {s['provisioning']} ({len(d['dashboards'])} dashboards, "
-        f"{d['alert_rules']} alert rules)"
+        f"{d['alert_rules']} alert rule(s))"
     )
     console.print(
         f"{s['seconds']} s. Services stay up (database {s['database']}); files in "
