@@ -1054,6 +1054,14 @@ def register_bench(bench: typer.Typer) -> None:
             str | None,
             typer.Option(help="--source influx: greenmon's --meter-windows."),
         ] = None,
+        ranges: Annotated[
+            str | None,
+            typer.Option(
+                help="--source influx: also run greenmon aggregate once over each of these "
+                "ranges (days from the first, e.g. 1,7,30; the fleet is loaded for the longest) "
+                "and report each one's time and peak RSS: memory must not grow with the range."
+            ),
+        ] = None,
         engine: Annotated[
             list[str] | None,
             typer.Option(
@@ -1074,7 +1082,9 @@ def register_bench(bench: typer.Typer) -> None:
         needs to read the range's readings and to write the results, and its peak memory.
 
         Examples: `greenmon bench aggregate --meters 200 --days 30`;
-        `greenmon bench aggregate --source influx --meters 1000 --days 2 --rounds 1`.
+        `greenmon bench aggregate --source influx --meters 1000 --days 2 --rounds 1`;
+        `greenmon bench aggregate --source influx --ranges 1,7,30 --rounds 1` (peak RSS of a
+        day, a week and a month of the 1,000-enterprise fleet).
         """
         from rich.console import Console
         from rich.table import Table
@@ -1084,6 +1094,12 @@ def register_bench(bench: typer.Typer) -> None:
         if source == "influx":
             from greenmon.aggregator.bench_influx import print_report, run_influx_bench
 
+            try:
+                lengths = tuple(int(d) for d in (ranges or "").split(",") if d.strip())
+            except ValueError:
+                raise typer.BadParameter("days, e.g. 1,7,30", param_hint="--ranges") from None
+            if any(d < 1 for d in lengths):
+                raise typer.BadParameter("days, e.g. 1,7,30", param_hint="--ranges")
             err = Console(stderr=True)
             influx = run_influx_bench(
                 meters or 10_000,
@@ -1092,6 +1108,7 @@ def register_bench(bench: typer.Typer) -> None:
                 seed=seed,
                 chunk_readings=chunk_readings,
                 meter_windows=meter_windows,
+                ranges=lengths,
                 say=None if json_out else err.print,
             )
             report = influx.to_dict()

@@ -20,6 +20,13 @@ Figures are medians over the rounds; the ratio is the median of each round's gre
 (read + write). Checks: greenmon within 2x read + write; a 1,000-enterprise day within 6 s; peak
 RSS within 600 MB (the target for a month of the 1,000-enterprise fleet, and the same budget
 for any range: memory follows ``chunk_readings``, not the length of the range).
+
+``ranges`` (``--ranges 1,7,30``) measures that last claim: the fleet is generated and loaded
+for the longest range, the rounds measure the first ``days`` as above, and then ``greenmon
+aggregate`` runs once over each range from the first day (a day, a week, a month), each in its
+own process, with its time and peak RSS. Checks: every range within 600 MB, and the longest
+range's peak RSS within `RSS_GROWTH_LIMIT` x the shortest's (memory does not grow with the
+length of the range).
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ _POLICIES: Final = policies_of(Settings())  # the default layout: raw readings i
 RATIO_LIMIT: Final = 2.0
 DAY_LIMIT_S: Final = 6.0
 RSS_LIMIT_MB: Final = 600.0
+#: --ranges: the longest range's peak RSS at most this multiple of the shortest's.
+RSS_GROWTH_LIMIT: Final = 1.2
 
 Say = Callable[[str], None]
 
@@ -82,6 +91,19 @@ class InfluxRound:
 
 
 @dataclass
+class RangeRun:
+    """One ``greenmon aggregate`` over the first `days` days (``--ranges``)."""
+
+    days: int
+    readings: int
+    points: int
+    chunks: int
+    greenmon_s: float
+    peak_rss_bytes: int
+    load: tuple[float, float, float]
+
+
+@dataclass
 class InfluxBenchResult:
     meters: int
     enterprises: int
@@ -93,6 +115,7 @@ class InfluxBenchResult:
     chunk_readings: int
     rounds: list[InfluxRound]
     cores: int
+    ranges: list[RangeRun] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         def median(values: list[float]) -> float:
@@ -108,6 +131,29 @@ class InfluxBenchResult:
         if self.enterprises >= 1000 and self.days == 1:
             checks[f"1000_enterprise_day_within_{DAY_LIMIT_S:g}s"] = greenmon <= DAY_LIMIT_S
         checks[f"peak_rss_within_{RSS_LIMIT_MB:g}MB"] = rss_mb <= RSS_LIMIT_MB
+        by_range = [
+            {
+                "days": r.days,
+                "readings": r.readings,
+                "points_written": r.points,
+                "chunks": r.chunks,
+                "greenmon_s": round(r.greenmon_s, 3),
+                "greenmon_readings_per_s": round(r.readings / r.greenmon_s),
+                "peak_rss_mb": round(r.peak_rss_bytes / 1e6, 1),
+                "load_average": [round(x, 2) for x in r.load],
+            }
+            for r in self.ranges
+        ]
+        if self.ranges:
+            shortest = min(self.ranges, key=lambda r: r.days)
+            longest = max(self.ranges, key=lambda r: r.days)
+            peaks = [r.peak_rss_bytes / 1e6 for r in self.ranges]
+            checks[f"peak_rss_of_every_range_within_{RSS_LIMIT_MB:g}MB"] = (
+                max(peaks) <= RSS_LIMIT_MB
+            )
+            checks[f"peak_rss_{longest.days}d_within_{RSS_GROWTH_LIMIT:g}x_{shortest.days}d"] = (
+                longest.peak_rss_bytes <= RSS_GROWTH_LIMIT * shortest.peak_rss_bytes
+            )
         return {
             "meters": self.meters,
             "enterprises": self.enterprises,
@@ -137,6 +183,7 @@ class InfluxBenchResult:
                 }
                 for r in self.rounds
             ],
+            "ranges": by_range,
             "checks": checks,
             "method": "medians over rounds, each measurement after wait_quiet; read = the "
             "range's readings as CSV, one GROUP BY meter query per local day, unparsed; write = "
@@ -267,14 +314,17 @@ def run_influx_bench(
     seed: int = 0,
     chunk_readings: int | None = None,
     meter_windows: str | None = None,
+    ranges: tuple[int, ...] = (),
     say: Say | None = None,
 ) -> InfluxBenchResult:
-    """Generate the fleet, load it into a private influxd, and measure `rounds` rounds."""
+    """Generate the fleet, load it into a private influxd, and measure `rounds` rounds; then
+    one ``greenmon aggregate`` per range of `ranges` days (the fleet covers the longest)."""
     note = say or (lambda _msg: None)
+    span = max(days, *ranges)
     with tempfile.TemporaryDirectory(prefix="greenmon-bench-influx-") as tmp:
         folder = Path(tmp)
-        note(f"generating {meters:,} meters x {days} days (every fault kind)")
-        data = generate(meters, days, seed, folder / "fleet")
+        note(f"generating {meters:,} meters x {span} days (every fault kind)")
+        data = generate(meters, span, seed, folder / "fleet")
         registry = data.registry
         services = LocalServices(folder / "services")
         services.runtime_dir.mkdir(parents=True, exist_ok=True)
@@ -303,13 +353,16 @@ def run_influx_bench(
                 captured = run_range(
                     capture, registry, start.astimezone(UTC), end.astimezone(UTC), opts, keep=()
                 )
-            argv = [
-                sys.executable, "-m", "greenmon.cli", "aggregate", "--registry",
-                str(registry.root), "--influx-url", url, "--database", _DATABASE,
-                "--runtime-dir", str(folder / "run"), "--from", frm, "--to", to, "--json",
-                "--chunk-readings", str(opts.chunk_readings),
-                "--meter-windows", ",".join(opts.meter_windows),
-            ]  # fmt: skip
+
+            def argv(frm: str, to: str) -> list[str]:
+                return [
+                    sys.executable, "-m", "greenmon.cli", "aggregate", "--registry",
+                    str(registry.root), "--influx-url", url, "--database", _DATABASE,
+                    "--runtime-dir", str(folder / "run"), "--from", frm, "--to", to, "--json",
+                    "--chunk-readings", str(opts.chunk_readings),
+                    "--meter-windows", ",".join(opts.meter_windows),
+                ]  # fmt: skip
+
             bounds = _days(start, days)
             results: list[InfluxRound] = []
             readings = read_bytes = 0
@@ -322,11 +375,29 @@ def run_influx_bench(
                 wait_quiet()
                 write_s = write_limit(url, bodies)
                 wait_quiet()
-                seconds, rss, summary = greenmon_run(argv, folder / f"greenmon-{r}.log")
+                seconds, rss, summary = greenmon_run(argv(frm, to), folder / f"greenmon-{r}.log")
                 points, chunks = summary["written"], summary["chunks"]
                 if points != captured.written:
                     raise RuntimeError(f"greenmon wrote {points}, the capture {captured.written}")
                 results.append(InfluxRound(read_s, write_s, seconds, rss, summary["seconds"]))
+            by_range: list[RangeRun] = []
+            for length in ranges:
+                last = f"{start + timedelta(days=length):%Y-%m-%d}"
+                note(f"greenmon aggregate over {length} day(s): time and peak RSS")
+                wait_quiet()
+                log = folder / f"greenmon-range-{length}.log"
+                seconds, rss, summary = greenmon_run(argv(frm, last), log)
+                by_range.append(
+                    RangeRun(
+                        days=length,
+                        readings=summary["readings"],
+                        points=sum(summary["written"].values()),
+                        chunks=summary["chunks"],
+                        greenmon_s=seconds,
+                        peak_rss_bytes=rss,
+                        load=os.getloadavg(),
+                    )
+                )
         finally:
             services.stop("influxd")
     return InfluxBenchResult(
@@ -340,6 +411,7 @@ def run_influx_bench(
         chunk_readings=opts.chunk_readings or 0,
         rounds=results,
         cores=os.cpu_count() or 1,
+        ranges=by_range,
     )
 
 
@@ -396,5 +468,21 @@ def print_report(summary: dict[str, Any]) -> None:
     )
     load = ", ".join(f"{x:.2f}" for x in summary["load_average"])
     console.print(f"load average after the run: {load}; method: {summary['method']}")
+    if summary["ranges"]:
+        ranges = Table(title="greenmon aggregate over longer ranges (one run each, from day 1)")
+        for column in ("range", "readings", "points written", "chunks", "s", "readings/s",
+                       "peak RSS MB", "load"):  # fmt: skip
+            ranges.add_column(column, justify="right")
+        for r in summary["ranges"]:
+            ranges.add_row(
+                f"{r['days']} d", f"{r['readings']:,}", f"{r['points_written']:,}",
+                str(r["chunks"]), f"{r['greenmon_s']:.1f}", f"{r['greenmon_readings_per_s']:,}",
+                f"{r['peak_rss_mb']:.0f}", f"{r['load_average'][0]:.2f}",
+            )  # fmt: skip
+        console.print(ranges)
+        console.print(
+            f"limits: peak RSS {RSS_LIMIT_MB:g} MB for every range; the longest range's at "
+            f"most {RSS_GROWTH_LIMIT:g}x the shortest's"
+        )
     for check, ok in summary["checks"].items():
         console.print(f"{'PASS' if ok else 'FAIL'}  {check}")

@@ -102,7 +102,7 @@ def test_the_command(tmp_path: Path) -> None:
 def test_the_influx_source_measures_greenmon_beside_the_database() -> None:
     from greenmon.aggregator.bench_influx import run_influx_bench
 
-    result = run_influx_bench(meters=30, days=2, rounds=1, chunk_readings=1_000)
+    result = run_influx_bench(meters=30, days=2, rounds=1, chunk_readings=1_000, ranges=(1, 3))
     summary = result.to_dict()
     # 3 enterprises x 10 meters x 2 days of quarter hours, minus gaps
     assert 4_000 < summary["readings"] < 30 * 2 * 96
@@ -119,3 +119,11 @@ def test_the_influx_source_measures_greenmon_beside_the_database() -> None:
     assert summary["peak_rss_mb"] > 50
     assert "peak_rss_within_600MB" in summary["checks"]
     assert "1000_enterprise_day_within_6s" not in summary["checks"]  # a smaller fleet
+    # --ranges: one greenmon run per range over the fleet loaded for the longest (3 days)
+    day, three = summary["ranges"]
+    assert (day["days"], three["days"]) == (1, 3)
+    assert 2_000 < day["readings"] < three["readings"] / 2
+    assert three["points_written"] > day["points_written"] > 0
+    assert day["peak_rss_mb"] > 50 and three["peak_rss_mb"] > 50
+    assert "peak_rss_3d_within_1.2x_1d" in summary["checks"]
+    assert "peak_rss_of_every_range_within_600MB" in summary["checks"]

@@ -127,3 +127,14 @@ def test_bench_offline(app: typer.Typer) -> None:
     figures = json.loads(result.stdout)
     assert figures["enterprises"] == 15 and figures["messages"] > 1000
     assert figures["plan_messages_per_s"] > 0 and "publish_messages_per_s" not in figures
+
+
+@pytest.mark.integration
+def test_bench_publishes_beside_its_goal(mqtt_url: str) -> None:
+    from greenmon.simulators.bench import PUBLISH_GOAL_S, run_bench
+
+    figures = run_bench(enterprises=5, days=0.5, mqtt_url=mqtt_url, processes=2)
+    assert figures["published"] == figures["messages"] > 100
+    # the goal scales with the fleet and the days: 5 enterprises x half a day
+    assert figures["publish_goal_s"] == pytest.approx(PUBLISH_GOAL_S * 0.5 * 5 / 1000)
+    assert figures["publish_within_goal"] is (figures["publish_s"] <= figures["publish_goal_s"])
