@@ -14,7 +14,8 @@ starting on a quiet machine (`greenmon.ingest.bench.wait_quiet`):
   in the same requests: what the database needs to store the results;
 - **greenmon**: ``greenmon aggregate --from .. --to .. --json`` as a user runs it, in its own
   process, end to end (interpreter start, registry and references, reading, computing,
-  writing), with that process's peak resident set size (``wait4``'s ``ru_maxrss``).
+  writing), with that process's own peak resident set size (``wait4``'s ``ru_maxrss``, taken
+  by a small launcher process: a child forked from the benchmark would inherit its peak).
 
 Figures are medians over the rounds; the ratio is the median of each round's greenmon time /
 (read + write). Checks: greenmon within 2x read + write; a 1,000-enterprise day within 6 s; peak
@@ -288,19 +289,32 @@ def write_limit(url: str, bodies: Path) -> float:
         return elapsed
 
 
+# A small launcher forks and execs greenmon and reports that child's peak RSS: Linux carries a
+# process's peak RSS across fork and exec, so a child started straight from this benchmark
+# process (gigabytes, with the fleet it generated) would report this process's peak, not its own.
+_LAUNCHER: Final = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write("\\n@@peak_rss_kb=%d\\n" % usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def greenmon_run(argv: list[str], log: Path) -> tuple[float, int, dict[str, Any]]:
     """(seconds, peak RSS bytes, --json summary) of one ``greenmon aggregate`` process."""
     errors = log.with_suffix(".err")
     with log.open("wb") as out, errors.open("wb") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err)
-        _pid, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.call([sys.executable, "-c", _LAUNCHER, *argv], stdout=out, stderr=err)
         elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        text = errors.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"greenmon aggregate failed (exit {proc.returncode}):\n{text}")
-    return elapsed, usage.ru_maxrss * 1024, json.loads(log.read_text())
+    text = errors.read_text(errors="replace")
+    if code != 0 or "@@peak_rss_kb=" not in text:
+        raise RuntimeError(f"greenmon aggregate failed (exit {code}):\n{text[-2000:]}")
+    peak_kb = int(text.rsplit("@@peak_rss_kb=", 1)[1].split()[0])
+    return elapsed, peak_kb * 1024, json.loads(log.read_text())
 
 
 # --------------------------------------------------------------------------- the run

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -127,3 +128,16 @@ def test_the_influx_source_measures_greenmon_beside_the_database() -> None:
     assert day["peak_rss_mb"] > 50 and three["peak_rss_mb"] > 50
     assert "peak_rss_3d_within_1.2x_1d" in summary["checks"]
     assert "peak_rss_of_every_range_within_600MB" in summary["checks"]
+
+
+def test_the_peak_rss_is_the_commands_own(tmp_path: Path) -> None:
+    """A child forked from a large process inherits its peak RSS on Linux: the figure must be
+    the command's own, whatever the benchmark process holds."""
+    from greenmon.aggregator.bench_influx import greenmon_run
+
+    ballast = bytearray(b"x" * 400_000_000)  # 400 MB resident in this process
+    seconds, peak, summary = greenmon_run(
+        [sys.executable, "-c", "print('{\"ok\": true}')"], tmp_path / "run.log"
+    )
+    assert summary == {"ok": True} and seconds > 0
+    assert 1_000_000 < peak < 100_000_000 < len(ballast)
