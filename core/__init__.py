@@ -7,13 +7,17 @@ and `greenmon.deploy`.
 """
 
 import os
+import sys
 
 __version__ = "0.1.0"
 
-# Polars allocates through its own jemalloc, which by default keeps freed pages resident for
-# seconds and one arena per thread: a long `greenmon aggregate` (one group of enterprises after
-# another, read, computed and written on three threads) then grew its peak RSS with the length
-# of the range (468 MB for a day, 636 MB for a month of 1,000 enterprises). Freed pages go back
-# at once and one arena is shared; read when Polars loads, so it is set before anything imports
-# it. A user's own setting wins.
-os.environ.setdefault("_RJEM_MALLOC_CONF", "narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0")
+# `greenmon aggregate` computes a range one group of enterprises after another (read, computed
+# and written on three threads). Polars allocates through its own jemalloc, which by default
+# keeps freed pages resident for seconds, one arena per thread: the command's peak RSS then grew
+# with the length of the range (468 MB for a day, 636 MB for a month of 1,000 enterprises).
+# For that command freed pages go back at once and one arena is shared. Elsewhere the default
+# stays: on one large frame (`greenmon bench aggregate`) the setting costs far more CPU than
+# it saves memory. jemalloc reads it when Polars loads, so it is set before anything imports
+# Polars; a user's own _RJEM_MALLOC_CONF wins.
+if sys.argv[1:2] == ["aggregate"]:
+    os.environ.setdefault("_RJEM_MALLOC_CONF", "narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0")

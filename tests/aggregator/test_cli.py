@@ -4,7 +4,9 @@ input is a readable error (exit code 2), never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -125,3 +127,26 @@ def test_points_carry_reference_ids_and_per_meter_windows_follow_the_setting(
     assert "reference" not in stored.columns and "reference" not in energy.columns
     assert out["written"]["reference"] == len(ids)
     assert out["chunks"] == 1
+
+
+def test_aggregate_returns_freed_memory_at_once_and_other_commands_keep_the_default() -> None:
+    """`greenmon aggregate` sets Polars' jemalloc to give freed pages back at once (its peak RSS
+    must not grow with the range); other commands keep jemalloc's default; a user's wins."""
+    probe = "import sys; sys.argv[1:] = {!r}; import greenmon, os; print(os.environ.get({!r}))"
+    key = "_RJEM_MALLOC_CONF"
+    env = {k: v for k, v in os.environ.items() if k != key}
+
+    def conf(argv: list[str], extra: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", probe.format(argv, key)],
+            env=env | (extra or {}),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert "dirty_decay_ms:0" in conf(["aggregate", "--from", "2025-06-02"])
+    assert conf(["bench", "aggregate"]) == "None"
+    assert conf(["ingest"]) == "None"
+    assert conf(["aggregate"], {key: "narenas:2"}) == "narenas:2"
