@@ -486,7 +486,7 @@ def print_report(summary: dict[str, Any]) -> None:
         ranges = Table(title="greenmon aggregate over longer ranges (one run each, from day 1)")
         for column in ("range", "readings", "points written", "chunks", "s", "readings/s",
                        "peak RSS MB", "load"):  # fmt: skip
-            ranges.add_column(column, justify="right")
+            ranges.add_column(column, justify="right", overflow="fold")  # no digits cut
         for r in summary["ranges"]:
             ranges.add_row(
                 f"{r['days']} d", f"{r['readings']:,}", f"{r['points_written']:,}",
