@@ -825,15 +825,40 @@ def _sudden_change(
             )
         )
     )
-    return rows.select(
+    return _enterprise_conditions(
+        rows,
+        "sudden_change",
+        r.level,
+        active=active.fill_null(False),
+        clear=(pl.col("judged") & ~active).fill_null(False),
+        value=pl.col("x"),
+        threshold=pl.col("threshold"),
+        message=message,
+    )
+
+
+def _enterprise_conditions(
+    frame: pl.DataFrame,
+    rule: str,
+    level: str,
+    *,
+    active: pl.Expr,
+    clear: pl.Expr,
+    value: pl.Expr,
+    threshold: pl.Expr,
+    message: pl.Expr,
+) -> pl.DataFrame:
+    """One condition row per enterprise of `frame` (column ``enterprise``) for `rule`, in the
+    columns of `CONDITION_SCHEMA`; `level` only where `active`."""
+    return frame.select(
         pl.lit("enterprise").alias("scope"),
         pl.col("enterprise").alias("subject"),
-        pl.lit("sudden_change").alias("rule"),
-        pl.when(active).then(pl.lit(r.level)).alias("level"),
-        active.fill_null(False).alias("active"),
-        (pl.col("judged") & ~active).fill_null(False).alias("clear"),
-        pl.col("x").alias("value"),
-        "threshold",
+        pl.lit(rule).alias("rule"),
+        pl.when(active).then(pl.lit(level)).alias("level"),
+        active.alias("active"),
+        clear.alias("clear"),
+        value.alias("value"),
+        threshold.alias("threshold"),
         message.alias("message"),
     )
 
@@ -883,16 +908,15 @@ def _completeness(
             )
         )
     )
-    return per.select(
-        pl.lit("enterprise").alias("scope"),
-        pl.col("enterprise").alias("subject"),
-        pl.lit("data_completeness").alias("rule"),
-        pl.when(active).then(pl.lit(r.level)).alias("level"),
-        active.alias("active"),
-        (~active).alias("clear"),
-        "value",
-        pl.lit(r.min_completeness).alias("threshold"),
-        message.alias("message"),
+    return _enterprise_conditions(
+        per,
+        "data_completeness",
+        r.level,
+        active=active,
+        clear=~active,
+        value=pl.col("value"),
+        threshold=pl.lit(r.min_completeness),
+        message=message,
     )
 
 
@@ -960,14 +984,13 @@ def _silence(
         )
         .otherwise(pl.lit("every meter reported recently"))
     )
-    return per.select(
-        pl.lit("enterprise").alias("scope"),
-        pl.col("enterprise").alias("subject"),
-        pl.lit("gateway_silent").alias("rule"),
-        pl.when(active).then(pl.lit(r.level)).alias("level"),
-        active.alias("active"),
-        (~active).alias("clear"),
-        pl.col("value").fill_null(0.0),
-        pl.lit(r.silent_after / 3600).alias("threshold"),
-        message.alias("message"),
+    return _enterprise_conditions(
+        per,
+        "gateway_silent",
+        r.level,
+        active=active,
+        clear=~active,
+        value=pl.col("value").fill_null(0.0),
+        threshold=pl.lit(r.silent_after / 3600),
+        message=message,
     )
