@@ -334,7 +334,7 @@ def run_influx_bench(
     """Generate the fleet, load it into a private influxd, and measure `rounds` rounds; then
     one ``greenmon aggregate`` per range of `ranges` days (the fleet covers the longest)."""
     note = say or (lambda _msg: None)
-    span = max(days, *ranges)
+    span = max((days, *ranges))
     with tempfile.TemporaryDirectory(prefix="greenmon-bench-influx-") as tmp:
         folder = Path(tmp)
         note(f"generating {meters:,} meters x {span} days (every fault kind)")
