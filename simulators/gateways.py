@@ -1,10 +1,12 @@
-"""Gateways: publish a run's messages to the broker, one MQTT client per gateway (asyncio).
+"""Gateways: publish a run's messages to the broker, one MQTT client per gateway.
 
-This module owns the network side of the simulator. Each gateway is an `aiomqtt.Client` whose
-client id is the gateway id (so a broker ACL from `greenmon.deploy.broker_auth` applies, with
-the per-gateway credentials of its ``credentials.csv`` when given). Messages go out at QoS 1
-in the order the plan gives (per gateway: publication time), with a window of unacknowledged
-messages per client; a gateway's publish completes only on the broker's PUBACK.
+This module owns the network side of the simulator. Each gateway is a `paho.mqtt.client.Client`
+whose client id is the gateway id (so a broker ACL from `greenmon.deploy.broker_auth` applies,
+with the per-gateway credentials of its ``credentials.csv`` when given), driven by an asyncio
+loop through paho's external-loop callbacks (`_Link`): a publish is one paho call, with no task,
+future or thread per message. Messages go out at QoS 1 in the order the plan gives (per
+gateway: publication time), with a window of unacknowledged messages per client; the run
+succeeds only when the broker has acknowledged (PUBACK) every message.
 
 - Bounded concurrency: at most ``concurrency`` gateways are connected at once (the broker and
   this process have file-descriptor limits; the soft RLIMIT_NOFILE is raised to the hard one).
@@ -13,21 +15,23 @@ messages per client; a gateway's publish completes only on the broker's PUBACK.
   ``linger_s`` and no other gateway waits for a slot, and disconnects otherwise.
 - ``rate``: a cap on messages per second over all gateways (token bucket).
 - ``processes``: publish from that many processes (`publish_processes`), each with its share of
-  whole gateways, started together: one Python process tops out at about 9,000 messages/s.
+  whole gateways, loaded and encoded before a common start: one Python process tops out at
+  about 12,000 QoS 1 messages/s, most of it paho's own per-message work.
 - ``reconnect`` on a message: the gateway disconnects after its in-flight messages are
   acknowledged and connects again before publishing it (the ``disconnect`` fault).
 - Connection failures are retried with capped backoff; after ``connect_attempts`` a gateway
-  gives up and the run fails with a `PublishError`.
+  gives up and the run fails with a `PublishError`; so does a lost connection or a broker
+  silent for ``timeout_s`` with messages unacknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import math
 import os
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -35,8 +39,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import aiomqtt
+import paho.mqtt.client as paho
 import polars as pl
+from paho.mqtt.enums import CallbackAPIVersion
 
 from greenmon.simulators.errors import PublishError
 
@@ -51,7 +56,6 @@ __all__ = [
     "raise_nofile_limit",
 ]
 
-_LOG: Final = logging.getLogger("greenmon.simulators.gateways")
 DEFAULT_CONCURRENCY: Final = 256
 DEFAULT_WINDOW: Final = 8
 
@@ -145,18 +149,31 @@ class _Limiter:
         await asyncio.sleep(wait)
 
 
+@dataclass(frozen=True)
+class _Gateway:
+    """One gateway's messages, ready to send: payloads encoded before the clock starts."""
+
+    client_id: str
+    enterprise: str
+    at: list[int]
+    topics: list[str]
+    payloads: list[bytes]
+    reconnect: list[bool]
+
+
 @dataclass
 class _Shared:
     opts: PublishOptions
     host: str
     port: int
-    tls: aiomqtt.TLSParameters | None
+    tls: ssl.SSLContext | None
     slots: asyncio.Semaphore
     limiter: _Limiter
     t0: float
     result: PublishResult
     progress: Callable[[int], None] | None
     waiting: int = 0
+    links: set[_Link] = field(default_factory=set)
 
     def due(self, at_ms: int) -> float:
         speed = self.opts.speed
@@ -164,60 +181,229 @@ class _Shared:
             return 0.0
         return self.t0 + (at_ms - self.opts.origin_ms) / 1000.0 / speed
 
+    def acked(self, n: int) -> None:
+        self.result.published += n
+        if self.progress is not None:
+            self.progress(n)
 
-def _endpoint(opts: PublishOptions) -> tuple[str, int, aiomqtt.TLSParameters | None]:
+
+def _endpoint(opts: PublishOptions) -> tuple[str, int, ssl.SSLContext | None]:
+    """Host, port and (for mqtts) one TLS context shared by every gateway of the process."""
     url = urlsplit(opts.mqtt_url)
     if url.scheme not in ("mqtt", "mqtts"):
         raise PublishError(
             f"--mqtt-url must be mqtt://host:port or mqtts://host:port: {opts.mqtt_url}"
         )
-    tls = url.scheme == "mqtts"
-    params = (
-        aiomqtt.TLSParameters(
-            ca_certs=str(opts.ca_file) if opts.ca_file else None,
-            certfile=str(opts.cert_file) if opts.cert_file else None,
-            keyfile=str(opts.key_file) if opts.key_file else None,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    context = None
+    if url.scheme == "mqtts":
+        try:
+            context = ssl.create_default_context(cafile=str(opts.ca_file) if opts.ca_file else None)
+            if opts.cert_file:
+                context.load_cert_chain(
+                    str(opts.cert_file), str(opts.key_file) if opts.key_file else None
+                )
+        except (OSError, ssl.SSLError) as exc:
+            raise PublishError(f"cannot load the TLS files for {opts.mqtt_url}: {exc}") from exc
+    tls = context is not None
+    return url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), context
+
+
+class _Lost(Exception):
+    """The broker closed a gateway's connection, or refused it (the reason as text)."""
+
+
+class _Link:
+    """One gateway's MQTT connection: a paho client driven by the running asyncio loop
+    through paho's external-loop callbacks (socket open and close, "want to write"), so a
+    publish costs one `paho.Client.publish` call and no task, future or thread hop.
+
+    The window of unacknowledged messages is kept here, not by paho: with paho's own
+    ``max_inflight_messages`` every PUBACK rescans the client's whole outgoing queue.
+    """
+
+    def __init__(self, shared: _Shared, client_id: str, username: str | None,
+                 password: str | None) -> None:  # fmt: skip
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+        self.shared = shared
+        self.client_id = client_id
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=True,
+            protocol=paho.MQTTv311,
         )
-        if tls
-        else None
-    )
-    return url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), params
+        client.max_inflight_messages_set(0)  # the window is ours (see the class docstring)
+        client.max_queued_messages_set(0)
+        if username is not None:
+            client.username_pw_set(username, password)
+        if shared.tls is not None:
+            client.tls_set_context(shared.tls)
+        client.on_socket_open = self._on_open
+        client.on_socket_close = self._on_close
+        client.on_socket_register_write = self._on_want_write
+        client.on_socket_unregister_write = self._on_done_writing
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        client.on_disconnect = self._on_disconnect
+        self.client = client
+        self.connected = False
+        self.inflight = 0
+        self.acked = 0
+        self.reported = 0
+        self._until = 0  # wake the waiter when `inflight` falls to this
+        self._waiter: asyncio.Future[None] | None = None
+        self._connack: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+
+    # -- paho's callbacks (on this loop's thread, except socket callbacks during connect)
+
+    def _in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if threading.get_ident() == self.thread:
+            fn(*args)
+        else:  # paho's connect runs in the executor: hand the socket work to the loop
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _on_open(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._in_loop(self._watch, sock)
+
+    def _watch(self, sock: socket.socket) -> None:
+        if self.client.socket() is not sock:  # closed again before the loop got to it
+            return
+        self.loop.add_reader(sock, self._readable)
+
+    def _on_close(self, _c: Any, _u: Any, sock: Any) -> None:
+        # paho closes the socket right after this callback: pass on its number, still valid
+        self._in_loop(self._unwatch, sock.fileno())
+
+    def _unwatch(self, fd: int) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(fd)
+            self.loop.remove_writer(fd)
+
+    def _on_want_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._in_loop(self._want_write, sock)
+
+    def _want_write(self, sock: socket.socket) -> None:
+        if self.client.socket() is not sock:
+            return
+        self.loop.add_writer(sock, self.client.loop_write)
+
+    def _on_done_writing(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._in_loop(self._done_writing, sock.fileno())
+
+    def _done_writing(self, fd: int) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_writer(fd)
+
+    def _readable(self) -> None:
+        self.client.loop_read()  # every packet waiting (paho reads up to the window's worth)
+        if self.acked != self.reported:
+            self.shared.acked(self.acked - self.reported)
+            self.reported = self.acked
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        fut, self._connack = self._connack, None
+        if fut is None or fut.done():
+            return
+        if reason.is_failure:
+            fut.set_exception(_Lost(f"the broker refused the connection: {reason}"))
+        else:
+            self.connected = True
+            fut.set_result(None)
+
+    def _on_publish(self, _c: Any, _u: Any, _mid: int, _reason: Any, _p: Any) -> None:
+        self.inflight -= 1
+        self.acked += 1
+        if self.inflight <= self._until and self._waiter is not None:
+            if not self._waiter.done():
+                self._waiter.set_result(None)
+            self._waiter = None
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self.connected = False
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+            return
+        lost = _Lost(f"connection lost: {reason}")
+        for fut in (self._waiter, self._connack):
+            if fut is not None and not fut.done():
+                fut.set_exception(lost)
+
+    # -- what a gateway does
+
+    async def connect(self) -> None:
+        shared = self.shared
+        self._connack = fut = self.loop.create_future()
+        try:
+            # paho's connect blocks (TCP, TLS handshake): in the executor, like aiomqtt does
+            await self.loop.run_in_executor(None, self.client.connect, shared.host, shared.port, 60)
+            await asyncio.wait_for(fut, shared.opts.timeout_s)
+        except (OSError, ssl.SSLError, TimeoutError, _Lost) as exc:
+            self._connack = None
+            self._drop()
+            raise _Lost(str(exc) or type(exc).__name__) from exc
+        self.inflight = 0
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise _Lost(f"publish refused: {paho.error_string(info.rc)}")
+        self.inflight += 1
+
+    async def wait(self, until: int) -> None:
+        """Until at most `until` messages are unacknowledged (PublishError after the
+        timeout without a PUBACK, or when the connection is lost)."""
+        while self.inflight > until:
+            if not self.connected:
+                raise _Lost("connection lost")
+            self._until = until
+            self._waiter = fut = self.loop.create_future()
+            before = self.acked
+            try:
+                await asyncio.wait_for(fut, self.shared.opts.timeout_s)
+            except TimeoutError:
+                if self.acked == before:
+                    raise PublishError(
+                        f"gateway {self.client_id}: no PUBACK from the broker for "
+                        f"{self.shared.opts.timeout_s:g}s"
+                    ) from None
+            finally:
+                self._waiter = None
+
+    async def close(self) -> None:
+        """Disconnect cleanly (DISCONNECT written, socket closed)."""
+        if self.connected:
+            self._closed = fut = self.loop.create_future()
+            try:
+                self.client.disconnect()
+                await asyncio.wait_for(fut, self.shared.opts.timeout_s)
+            except (TimeoutError, OSError):
+                pass
+            finally:
+                self._closed = None
+        self._drop()
+
+    def _drop(self) -> None:
+        # a socket paho still holds (a CONNACK that never came): DISCONNECT and close it;
+        # paho itself closes the socket of a refused or lost connection
+        self.connected = False
+        if self.client.socket() is not None:
+            self.client.disconnect()
 
 
-async def _gateway(
-    shared: _Shared,
-    client_id: str,
-    enterprise: str,
-    at: list[int],
-    topics: list[str],
-    payloads: list[bytes],
-    reconnect: list[bool],
-) -> None:
+async def _gateway(shared: _Shared, gateway: _Gateway) -> None:
     opts = shared.opts
     username, password = opts.username, opts.password
-    gw_user = f"{enterprise}.{client_id}"
+    gw_user = f"{gateway.enterprise}.{gateway.client_id}"
     if gw_user in opts.credentials:
         username, password = gw_user, opts.credentials[gw_user]
-    client = aiomqtt.Client(
-        shared.host,
-        shared.port,
-        identifier=client_id,
-        username=username,
-        password=password,
-        clean_session=True,
-        keepalive=60,
-        timeout=opts.timeout_s,
-        max_inflight_messages=opts.window,
-        tls_params=shared.tls,
-        logger=_LOG,
-    )
-    client.pending_calls_threshold = opts.window + 1
-    n = len(at)
+    link = _Link(shared, gateway.client_id, username, password)
+    n = len(gateway.at)
     i = 0
     loop = asyncio.get_running_loop()
     while i < n:
-        delay = shared.due(at[i]) - loop.time()
+        delay = shared.due(gateway.at[i]) - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
         shared.waiting += 1
@@ -226,43 +412,42 @@ async def _gateway(
         finally:
             shared.waiting -= 1
         try:
-            i = await _session(shared, client, client_id, at, topics, payloads, reconnect, i)
+            i = await _session(shared, link, gateway, i)
         finally:
             shared.slots.release()
 
 
-async def _connect(shared: _Shared, client: aiomqtt.Client, client_id: str) -> None:
+async def _connect(shared: _Shared, link: _Link) -> None:
     opts = shared.opts
     for attempt in range(opts.connect_attempts):
         try:
-            await client.__aenter__()
+            await link.connect()
             shared.result.connects += 1
+            shared.links.add(link)
             return
-        except aiomqtt.MqttError as exc:
+        except _Lost as exc:
             shared.result.retries += 1
             if attempt + 1 == opts.connect_attempts:
                 raise PublishError(
-                    f"gateway {client_id}: cannot connect to {opts.mqtt_url}: {exc}"
+                    f"gateway {link.client_id}: cannot connect to {opts.mqtt_url}: {exc}"
                 ) from exc
             await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
 
 
-async def _session(
-    shared: _Shared,
-    client: aiomqtt.Client,
-    client_id: str,
-    at: list[int],
-    topics: list[str],
-    payloads: list[bytes],
-    reconnect: list[bool],
-    i: int,
-) -> int:
+async def _session(shared: _Shared, link: _Link, gateway: _Gateway, i: int) -> int:
     """One connected stretch of a gateway: publish from message `i`; return where it stopped."""
     opts = shared.opts
     loop = asyncio.get_running_loop()
-    pending: set[asyncio.Task[None]] = set()
+    at, topics, payloads, reconnect = (
+        gateway.at,
+        gateway.topics,
+        gateway.payloads,
+        gateway.reconnect,
+    )
     n = len(at)
-    await _connect(shared, client, client_id)
+    window = max(1, opts.window)
+    refill = window // 2  # wake up when half the window is acknowledged, not on every PUBACK
+    await _connect(shared, link)
     try:
         while i < n:
             due = shared.due(at[i])
@@ -274,68 +459,70 @@ async def _session(
             elif opts.speed:
                 shared.result.max_late_s = max(shared.result.max_late_s, now - due)
             if reconnect[i]:  # the `disconnect` fault: drop the connection, come back
-                await _drain(pending, client_id, opts.timeout_s)
-                await client.__aexit__(None, None, None)
+                await link.wait(0)
+                await link.close()
                 shared.result.reconnects += 1
-                await _connect(shared, client, client_id)
+                await _connect(shared, link)
             await shared.limiter.take()
-            task = asyncio.create_task(
-                # math.inf: no timer task per message; stalls are caught by the window wait
-                client.publish(topics[i], payloads[i], qos=1, timeout=math.inf)
-            )
-            task.add_done_callback(lambda _t: _count(shared))
-            pending.add(task)
+            link.publish(topics[i], payloads[i])
             i += 1
-            if len(pending) >= opts.window:
-                done, pending = await asyncio.wait(
-                    pending, timeout=opts.timeout_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                _raise_first(done, client_id, stalled=not done, timeout=opts.timeout_s)
-        await _drain(pending, client_id, opts.timeout_s)
+            if link.inflight >= window:
+                await link.wait(refill)
+        await link.wait(0)
+    except _Lost as exc:
+        raise PublishError(f"gateway {link.client_id}: publish failed: {exc}") from exc
     finally:
-        for task in pending:
-            task.cancel()
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.__aexit__(None, None, None)
+        shared.links.discard(link)
+        await link.close()
     return i
 
 
-def _count(shared: _Shared) -> None:
-    shared.result.published += 1
-    if shared.progress is not None:
-        shared.progress(1)
+async def _keepalive(shared: _Shared) -> None:
+    """paho's housekeeping (keep-alive PINGREQ, its timeout) for every connected gateway."""
+    while True:
+        await asyncio.sleep(1.0)
+        for link in list(shared.links):
+            if link.connected:
+                link.client.loop_misc()
 
 
-def _raise_first(
-    done: set[asyncio.Task[None]], client_id: str, *, stalled: bool = False, timeout: float = 0
-) -> None:
-    if stalled:
-        raise PublishError(f"gateway {client_id}: no PUBACK from the broker for {timeout:g}s")
-    for task in done:
-        exc = task.exception()
-        if exc is not None:
-            raise PublishError(f"gateway {client_id}: publish failed: {exc}") from exc
-
-
-async def _drain(pending: set[asyncio.Task[None]], client_id: str, timeout: float) -> None:
-    if pending:
-        done, left = await asyncio.wait(pending, timeout=timeout)
-        _raise_first(done, client_id, stalled=bool(left), timeout=timeout)
-        pending.clear()
+def _gateways(messages: pl.DataFrame) -> list[_Gateway]:
+    """`messages` (columns ``at_ms, client, topic, payload, reconnect``, in order) split by
+    gateway, each gateway's in its order, payloads encoded to the bytes that are sent."""
+    frame = messages.select(
+        "at_ms",
+        "client",
+        "topic",
+        "payload",
+        "reconnect",
+        pl.col("topic").str.split("/").list.get(-3).alias("enterprise"),
+    )
+    return [
+        _Gateway(
+            client_id=str(g["client"][0]),
+            enterprise=str(g["enterprise"].mode().sort()[0]),
+            at=g["at_ms"].to_list(),
+            topics=g["topic"].to_list(),
+            payloads=[p.encode("utf-8") for p in g["payload"].to_list()],
+            reconnect=g["reconnect"].to_list(),
+        )
+        for g in frame.partition_by("client", maintain_order=True, as_dict=False)
+    ]
 
 
 async def publish_async(
-    messages: pl.DataFrame,
+    messages: pl.DataFrame | list[_Gateway],
     opts: PublishOptions,
     progress: Callable[[int], None] | None = None,
     *,
     t0: float | None = None,
 ) -> PublishResult:
-    """Publish `messages` (columns ``at_ms, client, topic, payload, reconnect``, in order).
-    `t0`: the ``time.monotonic()`` instant that maps to ``opts.origin_ms`` when paced (default:
-    now), shared by the processes of a multi-process run."""
+    """Publish `messages` (columns ``at_ms, client, topic, payload, reconnect``, in order; or
+    `_gateways` of them). `t0`: the ``time.monotonic()`` instant that maps to
+    ``opts.origin_ms`` when paced (default: now), shared by the processes of a run."""
     host, port, tls = _endpoint(opts)
     raise_nofile_limit()
+    gateways = _gateways(messages) if isinstance(messages, pl.DataFrame) else messages
     loop = asyncio.get_running_loop()
     result = PublishResult()
     shared = _Shared(
@@ -349,30 +536,9 @@ async def publish_async(
         result=result,
         progress=progress,
     )
-    frame = messages.select(
-        "at_ms",
-        "client",
-        "topic",
-        "payload",
-        "reconnect",
-        pl.col("topic").str.split("/").list.get(-3).alias("enterprise"),
-    )
-    groups = frame.partition_by("client", maintain_order=True, as_dict=False)
     started = time.perf_counter()
-    tasks = [
-        asyncio.create_task(
-            _gateway(
-                shared,
-                str(g["client"][0]),
-                str(g["enterprise"].mode().sort()[0]),
-                g["at_ms"].to_list(),
-                g["topic"].to_list(),
-                [p.encode("utf-8") for p in g["payload"].to_list()],
-                g["reconnect"].to_list(),
-            )
-        )
-        for g in groups
-    ]
+    tasks = [asyncio.create_task(_gateway(shared, gateway)) for gateway in gateways]
+    housekeeping = asyncio.create_task(_keepalive(shared))
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -380,6 +546,10 @@ async def publish_async(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    finally:
+        housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
     result.seconds = time.perf_counter() - started
     return result
 
@@ -429,7 +599,7 @@ def _publisher(
 ) -> None:
     """A publisher process: load its share, wait for the start, publish, report."""
     try:
-        messages = pl.read_ipc(path)
+        gateways = _gateways(pl.read_ipc(path))  # ready to send before the common start
         ready.release()
         go.wait()
         pending = [0]
@@ -443,7 +613,7 @@ def _publisher(
                     sent.value += pending[0]
                 pending[0], last[0] = 0, now
 
-        result = asyncio.run(publish_async(messages, opts, advance, t0=start.value))
+        result = asyncio.run(publish_async(gateways, opts, advance, t0=start.value))
         with sent.get_lock():
             sent.value += pending[0]
         results.put(("ok", result.published, result.connects, result.reconnects,
