@@ -12,7 +12,8 @@ Modules, one job each (data flows top to bottom):
 - `messages` — the exact MQTT messages (vectorised, byte-identical to the ingest codec),
   message-level faults and malformed extras (`build_messages`);
 - `truth` — the ground-truth Parquet tables; `outfile` — messages as JSON lines;
-- `gateways` — the asyncio/aiomqtt publisher (one client per gateway, QoS 1);
+- `gateways` — the publisher (one paho client per gateway on an asyncio loop, QoS 1), and
+  `mqtt` — its paho client with a fast path for PUBACKs;
 - `runner` — one run end to end; `bench` — rates; `cli` — ``greenmon simulate`` and
   ``greenmon bench simulate``; `errors` — `SimulatorError` and its subclasses.
 

@@ -44,6 +44,7 @@ import polars as pl
 from paho.mqtt.enums import CallbackAPIVersion
 
 from greenmon.simulators.errors import PublishError
+from greenmon.simulators.mqtt import GatewayClient
 
 __all__ = [
     "PublishOptions",
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 DEFAULT_CONCURRENCY: Final = 256
-DEFAULT_WINDOW: Final = 8
+DEFAULT_WINDOW: Final = 32
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ class _Link:
         self.thread = threading.get_ident()
         self.shared = shared
         self.client_id = client_id
-        client = paho.Client(
+        client = GatewayClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=True,
@@ -297,7 +298,11 @@ class _Link:
             self.loop.remove_writer(fd)
 
     def _readable(self) -> None:
-        self.client.loop_read()  # every packet waiting (paho reads up to the window's worth)
+        client = self.client
+        # every packet waiting, including whole ones already read ahead (or held by TLS)
+        while client.loop_read() == paho.MQTT_ERR_SUCCESS:
+            if not (client.buffered or _tls_pending(client)):
+                break
         if self.acked != self.reported:
             self.shared.acked(self.acked - self.reported)
             self.reported = self.acked
@@ -390,6 +395,11 @@ class _Link:
         self.connected = False
         if self.client.socket() is not None:
             self.client.disconnect()
+
+
+def _tls_pending(client: paho.Client) -> bool:
+    sock = client.socket()
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
 
 async def _gateway(shared: _Shared, gateway: _Gateway) -> None:

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
 from greenmon.simulators.cli import register
+from greenmon.simulators.errors import PublishError
 from greenmon.simulators.outfile import read_out_file
 
 pytestmark = pytest.mark.integration
@@ -224,3 +225,70 @@ def test_gateways_are_dealt_whole_and_balanced() -> None:
     assert shares(messages, 2) == [["a", "d", "e"], ["b", "c"]]  # 8 and 7 messages
     assert shares(messages, 2) == shares(messages.reverse(), 2)  # deterministic
     assert shares(messages, 9) == [["a"], ["b"], ["c"], ["d"], ["e"]]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_publish_over_tls_with_each_gateways_credentials(tmp_path: Path, processes: int) -> None:
+    """mqtts:// with the broker's ACL: each gateway logs in as itself (credentials.csv) and
+    every message arrives, byte for byte, through one TLS context per process."""
+    from greenmon.deploy.broker_auth import write_broker_auth
+    from greenmon.deploy.local import LocalServices
+    from greenmon.deploy.tls import create_dev_tls
+    from greenmon.simulators.gateways import PublishOptions, load_credentials, publish
+
+    gateways = [("E0001", "E0001-GW01"), ("E0002", "E0002-GW01"), ("E0002", "E0002-GW02")]
+    tls = create_dev_tls(tmp_path / "tls")
+    auth = write_broker_auth(tmp_path / "auth", gateways)
+    svc = LocalServices(tmp_path / "run", broker_auth=auth, tls=tls)
+    svc.runtime_dir.mkdir(parents=True, exist_ok=True)
+    svc.start("mosquitto")
+    got: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="tls-sub", protocol=paho.MQTTv5)
+    try:
+        host, port = svc.mqtt_url.split("//")[1].split(":")
+        sub.tls_set(ca_certs=str(tls.ca_cert))
+        sub.username_pw_set(auth.ingestor.username, auth.ingestor.password.get_secret_value())
+        ready = threading.Event()
+        sub.on_subscribe = lambda *_a: ready.set()
+
+        def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+            with lock:
+                got.append((msg.topic, msg.payload.decode("utf-8")))
+
+        sub.on_message = on_message
+        sub.connect(host, int(port))
+        sub.subscribe("greenmon/v1/#", qos=1)
+        sub.loop_start()
+        assert ready.wait(10)
+        rows = [
+            (i, gw, f"greenmon/v1/{ent}/{gw}/readings", f'{{"gateway":"{gw}","n":{i}}}', i == 40)
+            for i in range(120)
+            for ent, gw in [gateways[i % 3]]
+        ]
+        messages = pl.DataFrame(
+            rows, schema=["at_ms", "client", "topic", "payload", "reconnect"], orient="row"
+        )
+        opts = PublishOptions(
+            mqtt_url=svc.mqtt_url,
+            ca_file=tls.ca_cert,
+            credentials=load_credentials(auth.credentials_csv),
+            processes=processes,
+        )
+        result = publish(messages, opts)
+        assert result.published == messages.height
+        assert result.reconnects == 1
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(got) < messages.height:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        with lock:
+            assert Counter(got) == Counter(messages.select("topic", "payload").iter_rows())
+        # without the gateways' own passwords the broker refuses them: a clear error
+        with pytest.raises(PublishError, match="cannot connect"):
+            publish(messages.head(1), PublishOptions(mqtt_url=svc.mqtt_url, ca_file=tls.ca_cert,
+                                                     connect_attempts=1))  # fmt: skip
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+        svc.stop("mosquitto")
