@@ -8,19 +8,30 @@ and readings per second of each step. Without a broker URL it starts its own Mos
 free loopback port in a scratch directory (nothing of the user's is touched) and stops it.
 
 The publish time is printed beside its goal (issue 13): a 1,000-enterprise day in at most
-`PUBLISH_GOAL_S` seconds, scaled to the fleet and days asked for.
+`PUBLISH_GOAL_S` seconds, scaled to the fleet and days asked for, and, on the private
+Mosquitto, beside what the broker moves in the same run with its own C clients (`c_limit`:
+the same payloads through ``mosquitto_pub -l`` at QoS 1, one process per publisher process,
+until a QoS 1 ``mosquitto_sub`` has received every one): the broker's ceiling here, which
+the Python publisher is measured against. The 1-minute load average before publishing is
+printed too: the machine is shared, and the figures move with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from greenmon.deploy.local import LocalServices
+import polars as pl
+
+from greenmon.deploy.local import LocalServices, find_binary
+from greenmon.simulators.errors import SimulatorError
 from greenmon.simulators.faults import FaultSpec
 from greenmon.simulators.fleet import generate_fleet
 from greenmon.simulators.gateways import PublishOptions, default_processes, publish
@@ -89,20 +100,32 @@ def run_bench(
             opts = PublishOptions(
                 mqtt_url=url, concurrency=concurrency, processes=processes or default_processes()
             )
+            load = round(os.getloadavg()[0], 2)
             result = publish(plan.messages, opts)
-        figures.update(
-            mqtt_url=url if mqtt_url else "private Mosquitto (scratch directory)",
-            published=result.published,
-            publish_s=round(result.seconds, 3),
-            publish_messages_per_s=round(result.rate),
-            publish_readings_per_s=round(readings / result.seconds) if result.seconds else 0,
-            publish_processes=opts.processes,
-            connects=result.connects,
-        )
+            limit_s = None
+            if mqtt_url is None:  # the broker's own ceiling, on the same broker, same run
+                note("the same payloads through mosquitto_pub -> mosquitto_sub (C, QoS 1)")
+                limit_s = c_limit(url, plan.messages, opts.processes, Path(tmp))
         # the goal, scaled to the fleet and the days published (at 15 minutes, per reading)
         goal = PUBLISH_GOAL_S * days * enterprises / 1000 * 900 / step_s
-        figures["publish_goal_s"] = round(goal, 3)
-        figures["publish_within_goal"] = result.seconds <= goal
+        figures.update(
+            mqtt_url=url if mqtt_url else "private Mosquitto (scratch directory)",
+            load_average_1m=load,
+            publish_processes=opts.processes,
+            connects=result.connects,
+            published=result.published,
+            publish_s=round(result.seconds, 3),
+            publish_goal_s=round(goal, 3),
+            publish_within_goal=result.seconds <= goal,
+            publish_messages_per_s=round(result.rate),
+            publish_readings_per_s=round(readings / result.seconds) if result.seconds else 0,
+        )
+        if limit_s is not None:
+            figures.update(
+                c_limit_s=round(limit_s, 3),
+                c_limit_messages_per_s=round(plan.messages.height / limit_s),
+                publish_vs_c_limit=round(result.seconds / limit_s, 2),
+            )
     return figures
 
 
@@ -119,3 +142,82 @@ def _broker(mqtt_url: str | None, scratch: Path) -> Iterator[str]:
         yield services.mqtt_url
     finally:
         services.stop("mosquitto")
+
+
+def c_limit(mqtt_url: str, messages: pl.DataFrame, processes: int, scratch: Path) -> float:
+    """Seconds for Mosquitto's C clients to move `messages`' payloads through the broker at
+    `mqtt_url` at QoS 1: `processes` ``mosquitto_pub -l`` (each with its share of the lines,
+    one topic each) into one ``mosquitto_sub`` subscribed at QoS 1, from the first line fed
+    until the subscriber has every message."""
+    payloads = messages.get_column("payload")
+    if payloads.str.contains("\n", literal=True).any():
+        raise SimulatorError("a payload contains a newline: mosquitto_pub -l sends lines")
+    port = str(mqtt_url.rsplit(":", 1)[1])
+    common = ("-h", "127.0.0.1", "-p", port, "-q", "1")
+    parts = max(1, processes)
+    files = []
+    for k in range(parts):
+        path = scratch / f"limit-{k}.txt"
+        path.write_text("".join(p + "\n" for p in payloads.gather_every(parts, k)), "utf-8")
+        files.append(path)
+    sub_id = "greenmon-bench-limit-sub"
+    session = (*common, "-t", "greenmon-bench/limit/#", "-i", sub_id, "-c", "-V", "mqttv5")
+    # the session first (-E: exit once subscribed), so no message is published before it
+    subprocess.run([find_binary("mosquitto_sub"), *session, "-x", "600", "-E"], check=True,
+                   timeout=30, stdout=subprocess.DEVNULL)  # fmt: skip
+    sub = subprocess.Popen(
+        [find_binary("mosquitto_sub"), *session, "-x", "600", "-C", str(len(payloads))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    pub_cmd = [find_binary("mosquitto_pub"), *common, "-l", "-M", "100", "--quiet"]
+    pubs = [
+        subprocess.Popen(
+            [*pub_cmd, "-t", f"greenmon-bench/limit/{k}", "-i", f"greenmon-bench-limit-pub-{k}"],
+            stdin=subprocess.PIPE,
+        )
+        for k in range(parts)
+    ]
+    try:
+        time.sleep(0.5)  # connected before the clock starts (start-up is not measured)
+        feeders = [
+            threading.Thread(target=_feed, args=(pub, path), daemon=True)
+            for pub, path in zip(pubs, files, strict=True)
+        ]
+        started = time.perf_counter()
+        for feeder in feeders:
+            feeder.start()
+        try:
+            _, err = sub.communicate(timeout=600)
+        except subprocess.TimeoutExpired as exc:
+            raise SimulatorError("mosquitto_sub did not receive every message in 600 s") from exc
+        elapsed = time.perf_counter() - started
+        if sub.returncode:
+            raise SimulatorError(f"mosquitto_sub failed: {err.decode(errors='replace')}")
+        return elapsed
+    finally:
+        for pub in pubs:  # stdin stays open until all arrived: mosquitto_pub drops its queue
+            with contextlib.suppress(OSError):
+                if pub.stdin is not None:
+                    pub.stdin.close()
+            try:
+                pub.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pub.kill()
+                pub.wait()
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+        # end the persistent session (a clean start discards it)
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run([find_binary("mosquitto_sub"), *common, "-t", "greenmon-bench/none",
+                            "-i", sub_id, "-V", "mqttv5", "-E"], timeout=30,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+def _feed(pub: subprocess.Popen[bytes], path: Path) -> None:
+    assert pub.stdin is not None
+    with path.open("rb") as fh, contextlib.suppress(BrokenPipeError):
+        while chunk := fh.read(1 << 20):
+            pub.stdin.write(chunk)
+        pub.stdin.flush()

@@ -138,3 +138,20 @@ def test_bench_publishes_beside_its_goal(mqtt_url: str) -> None:
     # the goal scales with the fleet and the days: 5 enterprises x half a day
     assert figures["publish_goal_s"] == pytest.approx(PUBLISH_GOAL_S * 0.5 * 5 / 1000)
     assert figures["publish_within_goal"] is (figures["publish_s"] <= figures["publish_goal_s"])
+    assert "c_limit_s" not in figures  # the C clients' limit only on its own broker
+
+
+@pytest.mark.integration
+def test_bench_measures_the_brokers_limit_in_the_same_run() -> None:
+    from greenmon.simulators.bench import run_bench
+
+    figures = run_bench(enterprises=5, days=0.25, processes=2)  # a private Mosquitto
+    assert figures["published"] == figures["messages"] > 50
+    assert figures["mqtt_url"].startswith("private Mosquitto")
+    assert figures["c_limit_s"] > 0
+    # (from the unrounded seconds: a tiny run's 3 decimals are coarse)
+    rate = figures["messages"] / figures["c_limit_s"]
+    assert figures["c_limit_messages_per_s"] == pytest.approx(rate, rel=0.1)
+    ratio = figures["publish_s"] / figures["c_limit_s"]
+    assert figures["publish_vs_c_limit"] == pytest.approx(ratio, rel=0.1)
+    assert figures["load_average_1m"] >= 0
