@@ -45,6 +45,10 @@ class GatewayClient(paho.Client):
         """Bytes read from the socket and not yet handled (call `loop_read` again)."""
         return len(self._ahead)
 
+    def reconnect(self) -> MQTTErrorCode:
+        self._ahead.clear()  # bytes of an old connection are no part of the new one
+        return super().reconnect()
+
     def _sock_recv(self, bufsize: int) -> bytes:
         ahead = self._ahead
         if not ahead:

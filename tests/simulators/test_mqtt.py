@@ -71,3 +71,23 @@ def test_every_puback_is_handled_once(mqtt_url: str, window: int) -> None:
     _drive(client, lambda: client._ping_t == 0, timeout=5)
     assert client._ping_t == 0
     client.disconnect()
+
+
+def test_a_new_connection_starts_with_nothing_read_ahead(mqtt_url: str) -> None:
+    host, port = mqtt_url.split("//")[1].split(":")
+    client = GatewayClient(CallbackAPIVersion.VERSION2, client_id="fresh", protocol=paho.MQTTv311)
+    client.max_inflight_messages_set(0)
+    acked: list[int] = []
+    connects: list[bool] = []
+    client.on_publish = lambda _c, _u, mid, _rc, _p: acked.append(mid)
+    client.on_connect = lambda *_a: connects.append(True)
+    client.connect(host, int(port))
+    _drive(client, lambda: len(connects) == 1)
+    client._ahead += b"\x40\x02\x00\x01"  # left over from the old connection: not a PUBACK now
+    client.reconnect()
+    assert client.buffered == 0
+    _drive(client, lambda: len(connects) == 2)
+    info = client.publish("greenmon/test/fresh", b"x", qos=1)
+    _drive(client, lambda: bool(acked))
+    assert acked == [info.mid]
+    client.disconnect()
