@@ -152,12 +152,13 @@ class _Limiter:
 
 @dataclass(frozen=True)
 class _Gateway:
-    """One gateway's messages, ready to send: payloads encoded before the clock starts."""
+    """One gateway's messages, ready to send: topics and payloads encoded (and the topics
+    checked) before the clock starts."""
 
     client_id: str
     enterprise: str
     at: list[int]
-    topics: list[str]
+    topics: list[bytes]
     payloads: list[bytes]
     reconnect: list[bool]
 
@@ -350,10 +351,10 @@ class _Link:
             raise _Lost(str(exc) or type(exc).__name__) from exc
         self.inflight = 0
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        info = self.client.publish(topic, payload, qos=1)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise _Lost(f"publish refused: {paho.error_string(info.rc)}")
+    def publish(self, topic: bytes, payload: bytes) -> None:
+        rc = self.client.publish_qos1(topic, payload)
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise _Lost(f"publish refused: {paho.error_string(rc)}")
         self.inflight += 1
 
     async def wait(self, until: int) -> None:
@@ -498,7 +499,18 @@ async def _keepalive(shared: _Shared) -> None:
 
 def _gateways(messages: pl.DataFrame) -> list[_Gateway]:
     """`messages` (columns ``at_ms, client, topic, payload, reconnect``, in order) split by
-    gateway, each gateway's in its order, payloads encoded to the bytes that are sent."""
+    gateway, each gateway's in its order, topics and payloads encoded to the bytes that are
+    sent (each topic checked once: a wildcard or an empty topic is a `PublishError`)."""
+    checked: dict[str, bytes] = {}
+
+    def topic(text: str) -> bytes:
+        if text not in checked:
+            try:
+                checked[text] = GatewayClient.check_topic(text)
+            except ValueError as exc:
+                raise PublishError(f"cannot publish to topic {text!r}: {exc}") from exc
+        return checked[text]
+
     frame = messages.select(
         "at_ms",
         "client",
@@ -512,7 +524,7 @@ def _gateways(messages: pl.DataFrame) -> list[_Gateway]:
             client_id=str(g["client"][0]),
             enterprise=str(g["enterprise"].mode().sort()[0]),
             at=g["at_ms"].to_list(),
-            topics=g["topic"].to_list(),
+            topics=[topic(t) for t in g["topic"].to_list()],
             payloads=[p.encode("utf-8") for p in g["payload"].to_list()],
             reconnect=g["reconnect"].to_list(),
         )

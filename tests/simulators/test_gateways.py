@@ -292,3 +292,19 @@ def test_publish_over_tls_with_each_gateways_credentials(tmp_path: Path, process
         sub.loop_stop()
         sub.disconnect()
         svc.stop("mosquitto")
+
+
+def test_a_topic_paho_would_refuse_is_a_clear_error_before_any_connection() -> None:
+    from greenmon.simulators.gateways import PublishOptions, publish
+
+    messages = pl.DataFrame(
+        {
+            "at_ms": [0, 1],
+            "client": ["E0001-GW01"] * 2,
+            "topic": ["greenmon/v1/E0001/E0001-GW01/readings", "greenmon/v1/E0001/+/readings"],
+            "payload": ["{}", "{}"],
+            "reconnect": [False, False],
+        }
+    )
+    with pytest.raises(PublishError, match=r"topic 'greenmon/v1/E0001/\+/readings'"):
+        publish(messages, PublishOptions(mqtt_url="mqtt://127.0.0.1:1", connect_attempts=1))
