@@ -76,10 +76,13 @@ __all__ = [
     "CLASSIFIED_SCHEMA",
     "EVENT_KINDS",
     "FLAGS",
+    "KEY_MS_BITS",
     "ConsumptionRules",
     "classify",
+    "classify_keyed",
     "events",
     "intervals",
+    "keyed_readings",
     "meter_enum",
     "summary",
     "typical_rates",
@@ -94,7 +97,9 @@ EVENT_KINDS: Final = (*FLAGS[2:], "conflict")
 _EVENT: Final = pl.Enum(EVENT_KINDS)
 
 _TIME: Final = pl.Datetime("ms", "UTC")
-_MS_BITS: Final = 43  # epoch ms up to year 2248
+#: Bits of epoch ms in the sort key (up to year 2248); the meter code is in the bits above.
+KEY_MS_BITS: Final = 43
+_MS_BITS: Final = KEY_MS_BITS
 _MS_MOD: Final = 1 << _MS_BITS
 _MS_PER_H: Final = 3_600_000.0
 
@@ -230,48 +235,75 @@ def _prepare(readings: pl.LazyFrame, enum: pl.Enum) -> pl.LazyFrame:
     ).filter(pl.col("key").is_not_null() & pl.col("v").is_finite())
 
 
-def _sorted_unique(prepared: pl.LazyFrame) -> pl.LazyFrame:
-    """Sort by (meter, time) (stable) and keep the last copy of each (meter, time); ``copies``
-    counts the input rows of each kept reading, ``conflict`` says whether they disagreed."""
+def keyed_readings(readings: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFrame:
+    """The readings as `classify_keyed` takes them, evaluated now: ``key`` (meter code << 43
+    | epoch ms, the code being the meter's index in `meter_enum`) and ``v``, for known meters
+    and finite values, sorted by key with a stable sort (copies of a reading keep their input
+    order). A caller can cut the result into parts of whole meters (contiguous key ranges)."""
+    if "meter_id" not in meters.columns:
+        raise InputFrameError("meters frame lacks column(s) meter_id")
+    prepared = _prepare(readings, meter_enum(meters))
+    return prepared.sort("key", maintain_order=True).collect().lazy()
+
+
+def _sorted_unique(frame: pl.DataFrame) -> pl.DataFrame:
+    """Keep the last copy of each (meter, time) of `frame` (sorted by key, stable): ``key``,
+    ``v``, ``copies`` (the input rows of each kept reading) and ``conflict`` (whether they
+    disagreed).
+
+    Copies are rare, so they are handled on the side: the rows that belong to a run of equal
+    keys are summed up per key in a small frame, and their figures scattered into columns of
+    ones and falses at the positions their last copy takes in the deduplicated frame (no
+    index column, running sum or filter over every reading for them)."""
     key = pl.col("key")
-    same_prev = (key == key.shift(1)).fill_null(False)
-    changed = (same_prev & (pl.col("v") != pl.col("v").shift(1))).cast(pl.UInt32).cum_sum()
-    idx = pl.col("idx")
-    return (
-        prepared.sort("key", maintain_order=True)
-        .with_columns(
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"), changed.alias("changed")
+    superseded = frame.select((key == key.shift(-1)).fill_null(False)).to_series()
+    n_superseded = superseded.sum()
+    kept = frame.filter(~superseded) if n_superseded else frame
+    n = kept.height
+    copies = pl.repeat(1, n, dtype=pl.UInt32, eager=True).alias("copies")
+    conflict = pl.repeat(False, n, dtype=pl.Boolean, eager=True).alias("conflict")
+    if n_superseded:
+        s = pl.col("superseded")
+        runs = (
+            frame.with_columns(superseded.alias("superseded"))
+            .lazy()
+            .with_row_index("idx")
+            .filter(s | (key == key.shift(1)).fill_null(False))
+            # the last copy's row in `kept`: its row here less the superseded rows before it
+            .with_columns((pl.col("idx").cast(pl.Int64) - s.cast(pl.Int64).cum_sum()).alias("pos"))
+            .group_by("key", maintain_order=True)
+            .agg(
+                pl.col("pos").last(),
+                pl.len().cast(pl.UInt32).alias("copies"),
+                (pl.col("v").max() != pl.col("v").min()).alias("conflict"),
+            )
+            .collect()
         )
-        .filter((key != key.shift(-1)).fill_null(True))
-        .select(
-            "key",
-            (key // _MS_MOD).cast(pl.UInt32).alias("code"),
-            (key % _MS_MOD).cast(pl.Int64).alias("t"),
-            "v",
-            # the rows between the previous kept row and this one are this reading's copies
-            (idx - idx.shift(1, fill_value=-1).cast(pl.Int64)).cast(pl.UInt32).alias("copies"),
-            (pl.col("changed") - pl.col("changed").shift(1, fill_value=0) > 0).alias("conflict"),
-        )
-    )
+        pos = runs.get_column("pos")
+        copies = copies.scatter(pos, runs.get_column("copies"))
+        conflict = conflict.scatter(pos.filter(runs.get_column("conflict")), True)
+    return kept.with_columns(copies, conflict)
 
 
 # --------------------------------------------------------------------------- rates
 
+_LOW: Final = pl.lit(_MS_MOD - 1, pl.UInt64)  # key & _LOW = epoch ms
+_HIGH: Final = pl.lit((1 << 64) - _MS_MOD, pl.UInt64)  # key & _HIGH = code << 43
+
 
 def _steps(
-    readings: pl.LazyFrame, meters: pl.DataFrame, rules: ConsumptionRules
-) -> tuple[pl.LazyFrame, pl.DataFrame, pl.Enum]:
-    """The sorted, deduplicated frame through steps A and B (outliers, previous valid reading)
-    with ``start_ms`` (start of the interval each reading closes; null for a register's first
-    reading), ``span`` (that interval's length, at least interval_s) and ``raw_rate`` (raw
-    register units per hour over it). None of this depends on a plausibility limit."""
+    keyed: pl.LazyFrame, meters: pl.DataFrame, rules: ConsumptionRules
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.Enum]:
+    """Evaluate the sorted, deduplicated frame through steps A and B (outliers, previous
+    valid reading): ``code``, ``t``, ``v``, ``copies``, ``conflict``, ``iv`` (interval meter),
+    ``outlier``, ``above``, ``prev_v`` (the previous valid reading's value) and ``start_ms``
+    (start of the interval each reading closes; null for a register's first reading). None
+    of this depends on a plausibility limit; `_span` and `_raw_rate` derive the rest."""
     table = _meter_table(meters, rules)
     enum = meter_enum(meters)
-    frame = _sorted_unique(_prepare(readings, enum))
-    code, t, v = pl.col("code"), pl.col("t"), pl.col("v")
-    # per-row meter attributes: gathered by code where used (cheap, and no column to hold)
-    frame = frame.with_columns(_attr(table, "is_interval", code).alias("iv"))
-    iv, interval_ms = pl.col("iv"), _attr(table, "interval_ms", code)
+    unique = _sorted_unique(keyed.collect())
+    key, code, t, v = pl.col("key"), pl.col("code"), pl.col("t"), pl.col("v")
+    iv = pl.col("iv")
 
     # -- step A: register readings that stick out while their neighbours agree. (Whether the
     # bridging delta is plausible is decided below like any other delta: if it is not, it
@@ -280,51 +312,75 @@ def _steps(
     same_next = code == code.shift(-1)
     v_prev, v_next = v.shift(1), v.shift(-1)
     outlier = ~iv & same_prev & same_next & (v_next >= v_prev) & ((v > v_next) | (v < v_prev))
-    frame = frame.with_columns(
-        outlier.fill_null(False).alias("outlier"), (v > v_next).fill_null(False).alias("above")
-    )
 
     # -- step B: the previous reading that is not an outlier. ``start_ms``: the start of the
     # interval a reading closes (a register's previous valid reading; an interval meter's
-    # previous reading, or time - interval_s for its first).
+    # previous reading, or time - interval_s for its first). The previous valid key belongs
+    # to the same meter exactly when it is at least this meter's first possible key.
     ok = ~pl.col("outlier")
     prev_key = pl.col("prev_key")
-    has_prev = ((prev_key // _MS_MOD).cast(pl.UInt32) == code).fill_null(False)
-    prev_t = (prev_key % _MS_MOD).cast(pl.Int64)
+    has_prev = (prev_key >= (key & _HIGH)).fill_null(False)
+    prev_t = (prev_key & _LOW).cast(pl.Int64)
+    interval_ms = _attr(table, "interval_ms", code)
     frame = (
-        frame.with_columns(
-            pl.when(ok).then(pl.col("key")).shift(1).forward_fill().alias("prev_key"),
-            pl.when(ok).then(v).shift(1).forward_fill().alias("prev_v"),
+        unique.lazy()
+        .with_columns((key // _MS_MOD).cast(pl.UInt32).alias("code"))
+        .with_columns(
+            (key & _LOW).cast(pl.Int64).alias("t"),
+            # per-row meter attributes: gathered by code where used (no join)
+            _attr(table, "is_interval", code).alias("iv"),
         )
         .with_columns(
+            outlier.fill_null(False).alias("outlier"),
+            (v > v_next).fill_null(False).alias("above"),
+        )
+        .with_columns(
+            pl.when(ok).then(key).shift(1).forward_fill().alias("prev_key"),
+            pl.when(ok).then(v).shift(1).forward_fill().alias("prev_v"),
+        )
+        .select(
+            "code",
+            "t",
+            "v",
+            "copies",
+            "conflict",
+            "iv",
+            "outlier",
+            "above",
+            # a register has a previous reading exactly when its interval has a start
+            pl.when(has_prev).then(pl.col("prev_v")).alias("prev_v"),
             pl.when(has_prev).then(prev_t).when(iv).then(t - interval_ms).alias("start_ms"),
         )
-        .drop("prev_key", "key")
+        .collect()
     )
-    # a register has a previous reading exactly when its interval has a start
-    delta = pl.when(iv).then(v).when(pl.col("start_ms").is_not_null()).then(v - pl.col("prev_v"))
-    # ``span``: the interval's length for plausibility, at least the meter's nominal interval
-    frame = frame.with_columns(
-        pl.max_horizontal(t - pl.col("start_ms"), interval_ms).alias("span")
-    ).with_columns(pl.when(ok).then(delta / pl.col("span") * _MS_PER_H).alias("raw_rate"))
     return frame, table, enum
 
 
-def _with_typical(
-    frame: pl.LazyFrame, table: pl.DataFrame, rules: ConsumptionRules, only_unlimited: bool
-) -> pl.LazyFrame:
-    """Add ``typical``: per row, its meter's typical raw rate (the ``typical_quantile`` of its
-    positive raw rates; null with fewer than ``min_rate_samples``). Evaluates `frame` (the
-    sorted, classified-so-far readings) and one group-by of its positive rates, then gathers
-    each row's figure by meter code (cheaper than a window expression over every row)."""
-    keep = pl.col("raw_rate") > 0
+def _span(table: pl.DataFrame) -> pl.Expr:
+    """The length of the interval a reading closes (ms), at least the meter's nominal one."""
+    t = pl.col("t")
+    return pl.max_horizontal(t - pl.col("start_ms"), _attr(table, "interval_ms", pl.col("code")))
+
+
+def _raw_rate(table: pl.DataFrame) -> pl.Expr:
+    """Raw register units per hour over the interval a reading closes (null: outliers and
+    registers' first readings)."""
+    v, start = pl.col("v"), pl.col("start_ms")
+    delta = pl.when(pl.col("iv")).then(v).when(start.is_not_null()).then(v - pl.col("prev_v"))
+    return pl.when(~pl.col("outlier")).then(delta / _span(table) * _MS_PER_H)
+
+
+def _typical(
+    frame: pl.DataFrame, table: pl.DataFrame, rules: ConsumptionRules, only_unlimited: bool
+) -> pl.Series:
+    """Per meter (in code order): the ``typical_quantile`` of its positive raw rates (null
+    with fewer than ``min_rate_samples``), from one group-by of `frame`'s positive rates."""
+    rows = frame.lazy()
     if only_unlimited:  # meters with a registry limit need no robust one
-        keep = keep & _attr(table, "registry_limit_per_h", pl.col("code")).is_null()
-    evaluated = frame.collect()
+        rows = rows.filter(_attr(table, "registry_limit_per_h", pl.col("code")).is_null())
     per_meter = (
-        evaluated.lazy()
-        .select("code", pl.when(keep).then(pl.col("raw_rate")).alias("sample"))
-        .filter(pl.col("sample").is_not_null())
+        rows.select("code", _raw_rate(table).alias("sample"))
+        .filter(pl.col("sample") > 0)
         .group_by("code")
         .agg(
             pl.len().alias("n"),
@@ -333,13 +389,8 @@ def _with_typical(
         .filter(pl.col("n") >= rules.min_rate_samples)
         .collect()
     )
-    dense = pl.Series("typical", [None] * table.height, dtype=pl.Float64).scatter(
+    return pl.Series("typical", [None] * table.height, dtype=pl.Float64).scatter(
         per_meter.get_column("code"), per_meter.get_column("q")
-    )
-    return (
-        evaluated.lazy()
-        .with_columns(pl.lit(dense).gather(pl.col("code")).alias("typical"))
-        .drop("raw_rate")
     )
 
 
@@ -354,10 +405,11 @@ def typical_rates(
     follow mode, so that a reading is classified the same whichever chunk it arrives in.
     """
     rules = rules or DEFAULT_RULES
-    frame, table, _ = _steps(readings, meters, rules)
+    frame, table, _ = _steps(keyed_readings(readings, meters), meters, rules)
     code = pl.col("code")
     return (
-        frame.select(code, (pl.col("raw_rate") * _attr(table, "multiplier", code)).alias("rate"))
+        frame.lazy()
+        .select(code, (_raw_rate(table) * _attr(table, "multiplier", code)).alias("rate"))
         .filter(pl.col("rate") > 0)
         .group_by("code")
         .agg(
@@ -371,39 +423,30 @@ def typical_rates(
     )
 
 
-def _with_limit(
-    frame: pl.LazyFrame,
+def _limits(
+    frame: pl.DataFrame,
     table: pl.DataFrame,
     rules: ConsumptionRules,
     rates: pl.LazyFrame | pl.DataFrame | None,
-) -> pl.LazyFrame:
-    """Add ``limit_per_h`` (the plausibility limit, native units per hour; null = none known:
-    the registry's, else from `rates`, else robust from the frame itself) and ``maxd`` (the
-    largest plausible delta over the interval the reading closes, raw register units)."""
-    code = pl.col("code")
-    multiplier = _attr(table, "multiplier", code)
-    registry = _attr(table, "registry_limit_per_h", code)
-    if table.get_column("registry_limit_per_h").null_count() == 0:
-        limited = frame.with_columns(registry.alias("limit_per_h"))
-    elif rates is None:
-        limited = (
-            _with_typical(frame, table, rules, only_unlimited=True)
-            .with_columns(
-                pl.coalesce(registry, pl.col("typical") * multiplier * rules.spike_factor).alias(
-                    "limit_per_h"
-                )
-            )
-            .drop("typical")
-        )
-    else:
-        given = rates.lazy()
-        names = given.collect_schema().names()
-        if "meter" not in names or "typical_rate_per_h" not in names:
-            raise InputFrameError("rates frame needs columns meter, typical_rate_per_h")
-        if "samples" not in names:
-            given = given.with_columns(pl.lit(rules.min_rate_samples, pl.UInt32).alias("samples"))
-        enum = pl.Enum(table.get_column("meter_id").to_list())
-        limits = given.select(
+) -> pl.Series:
+    """Per meter (in code order): the plausibility limit, native units per hour (null = none
+    known): the registry's, else from `rates`, else robust from the frame itself."""
+    registry = table.get_column("registry_limit_per_h")
+    if registry.null_count() == 0:
+        return registry
+    if rates is None:
+        typical = _typical(frame, table, rules, only_unlimited=True)
+        robust = typical * table.get_column("multiplier") * rules.spike_factor
+        return registry.fill_null(robust)
+    given = rates.lazy()
+    names = given.collect_schema().names()
+    if "meter" not in names or "typical_rate_per_h" not in names:
+        raise InputFrameError("rates frame needs columns meter, typical_rate_per_h")
+    if "samples" not in names:
+        given = given.with_columns(pl.lit(rules.min_rate_samples, pl.UInt32).alias("samples"))
+    enum = pl.Enum(table.get_column("meter_id").to_list())
+    limits = (
+        given.select(
             pl.col("meter")
             .cast(pl.String)
             .cast(enum, strict=False)
@@ -413,14 +456,14 @@ def _with_limit(
             pl.when(pl.col("samples").cast(pl.UInt32) >= rules.min_rate_samples)
             .then(pl.col("typical_rate_per_h").cast(pl.Float64) * rules.spike_factor)
             .alias("given_limit"),
-        ).filter(pl.col("code").is_not_null())
-        limited = (
-            frame.join(limits, on="code", how="left", maintain_order="left")
-            .with_columns(pl.coalesce(registry, pl.col("given_limit")).alias("limit_per_h"))
-            .drop("given_limit")
         )
-    maxd = pl.col("limit_per_h") / multiplier / _MS_PER_H * pl.col("span")
-    return limited.with_columns(maxd.alias("maxd")).drop("span")
+        .filter(pl.col("code").is_not_null())
+        .collect()
+    )
+    dense = pl.Series("given", [None] * table.height, dtype=pl.Float64).scatter(
+        limits.get_column("code"), limits.get_column("given_limit")
+    )
+    return registry.fill_null(dense)
 
 
 # --------------------------------------------------------------------------- classification
@@ -438,12 +481,31 @@ def classify(
     `Registry.meters`; `rates`: optional `typical_rates` output. Returns a LazyFrame with the
     columns `CLASSIFIED_SCHEMA`, sorted by meter (registry id order) and time. Feed it to
     `intervals`, `events`, `summary` or `greenmon.aggregator.windows.attribute`.
+
+    The sort, the deduplication, steps A and B and the per-meter limits are evaluated here
+    (each in its own pass, so that every step runs in the form it is fastest in); what is
+    returned is one row-wise projection of that frame.
     """
+    return classify_keyed(keyed_readings(readings, meters), meters, rules, rates)
+
+
+def classify_keyed(
+    keyed: pl.LazyFrame,
+    meters: pl.DataFrame,
+    rules: ConsumptionRules | None = None,
+    rates: pl.LazyFrame | pl.DataFrame | None = None,
+) -> pl.LazyFrame:
+    """`classify` of readings already keyed and sorted by `keyed_readings` (or any contiguous
+    range of whole meters of its result)."""
     rules = rules or DEFAULT_RULES
-    frame, table, enum = _steps(readings, meters, rules)
-    frame = _with_limit(frame, table, rules, rates)
+    frame, table, enum = _steps(keyed, meters, rules)
+    limit_per_h = _limits(frame, table, rules, rates)
     code, t, v = pl.col("code"), pl.col("t"), pl.col("v")
-    iv, maxd = pl.col("iv"), pl.col("maxd")  # maxd: null when no limit is known
+    # the largest plausible delta over the interval a reading closes, raw register units
+    # (null when no limit is known): per meter limit / multiplier / ms per hour, x span
+    per_ms = (limit_per_h / table.get_column("multiplier") / _MS_PER_H).alias("per_ms")
+    maxd = pl.col("maxd")
+    iv = pl.col("iv")
     no_limit = maxd.is_null()
     # for a register, a previous reading exists exactly when its interval has a start
     has_pv, prev_v = pl.col("start_ms").is_not_null(), pl.col("prev_v")
@@ -481,7 +543,6 @@ def classify(
         .otherwise(code_of["reset"])
         .cast(pl.UInt8)
     )
-    frame = frame.with_columns(flag.alias("fc"))
     fc = pl.col("fc")
     delta = (
         pl.when(iv | (fc == code_of["reset"]))
@@ -499,19 +560,24 @@ def classify(
     start = pl.col("start_ms")
     flags = pl.Series(FLAGS, dtype=FLAG)
     meters_enum = pl.Series(table.get_column("meter_id"), dtype=enum)
-    return frame.select(
-        pl.lit(meters_enum).gather(code).alias("meter"),
-        t.cast(_TIME).alias("time"),
-        v.alias("value"),
-        start.cast(_TIME).alias("start"),
-        pl.lit(flags).gather(fc).alias("flag"),
-        delta.alias("delta"),
-        (delta * _attr(table, "multiplier", code)).alias("quantity"),
-        counted.alias("counted"),
-        (fc < code_of["spike"]).alias("valid"),
-        "limit_per_h",
-        "copies",
-        "conflict",
+    return (
+        frame.lazy()
+        .with_columns((pl.lit(per_ms).gather(code) * _span(table)).alias("maxd"))
+        .with_columns(flag.alias("fc"))
+        .select(
+            pl.lit(meters_enum).gather(code).alias("meter"),
+            t.cast(_TIME).alias("time"),
+            v.alias("value"),
+            start.cast(_TIME).alias("start"),
+            pl.lit(flags).gather(fc).alias("flag"),
+            delta.alias("delta"),
+            (delta * _attr(table, "multiplier", code)).alias("quantity"),
+            counted.alias("counted"),
+            (fc < code_of["spike"]).alias("valid"),
+            pl.lit(limit_per_h).gather(code).alias("limit_per_h"),
+            "copies",
+            "conflict",
+        )
     )
 
 

@@ -31,10 +31,12 @@ import polars as pl
 
 from greenmon.aggregator import periods as meter_periods
 from greenmon.aggregator.consumption import (
+    KEY_MS_BITS,
     ConsumptionRules,
     classify,
+    classify_keyed,
     events,
-    meter_enum,
+    keyed_readings,
     summary,
 )
 from greenmon.aggregator.energy import enterprise_energy, meter_energy
@@ -53,6 +55,7 @@ __all__ = ["Aggregation", "aggregate", "data_years", "with_context"]
 _OUTPUTS: Final = ("meter_energy", "energy", "intensity", "events", "summary")
 #: Frames of this many readings or more are classified in parts of whole meters, side by side.
 PARTITION_ROWS: Final = 2_000_000
+_MS_MOD: Final = 1 << KEY_MS_BITS
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,21 +151,29 @@ def _classify_and_attribute(
     if parts == 1:
         classified = classify(readings, meters, rules, rates).collect().lazy()
         return classified, attribute(classified, meters, windows, tz=tz, since=since, until=until)
-    # meters as codes once; each part is a contiguous range of codes (of whole meters)
-    enum = meter_enum(meters)
-    coded = readings.with_columns(pl.col("meter").cast(pl.String).cast(enum, strict=False))
-    coded_frame = coded.collect()
-    code = pl.col("meter").to_physical()
-    bounds = [round(i * meters.height / parts) for i in range(parts + 1)]
+    # sorted by (meter code, time) once; each part is a contiguous slice of whole meters,
+    # cut at the meter nearest to an equal share of the rows
+    keyed = keyed_readings(readings, meters).collect()
+    key = keyed.get_column("key")
+    cuts = [0]
+    for i in range(1, parts):
+        at = i * keyed.height // parts
+        if at >= keyed.height:
+            break
+        first_key = key[at] // _MS_MOD * _MS_MOD  # the first possible key of that meter
+        cut = int(key.search_sorted(first_key, side="left"))
+        if cut > cuts[-1]:
+            cuts.append(cut)
+    cuts.append(keyed.height)
 
     def work(i: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-        part = coded_frame.lazy().filter((code >= bounds[i]) & (code < bounds[i + 1]))
-        classified = classify(part, meters, rules, rates).collect()
+        part = keyed.slice(cuts[i], cuts[i + 1] - cuts[i]).lazy()
+        classified = classify_keyed(part, meters, rules, rates).collect()
         rows = attribute(classified.lazy(), meters, windows, tz=tz, since=since, until=until)
         return classified, rows.collect()
 
-    with ThreadPoolExecutor(parts, thread_name_prefix="greenmon-part") as pool:
-        done = list(pool.map(work, range(parts)))
+    with ThreadPoolExecutor(len(cuts) - 1, thread_name_prefix="greenmon-part") as pool:
+        done = list(pool.map(work, range(len(cuts) - 1)))
     return (
         pl.concat([c for c, _ in done]).lazy(),
         pl.concat([w for _, w in done]).lazy(),
