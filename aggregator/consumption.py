@@ -242,8 +242,29 @@ def keyed_readings(readings: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFrame
     order). A caller can cut the result into parts of whole meters (contiguous key ranges)."""
     if "meter_id" not in meters.columns:
         raise InputFrameError("meters frame lacks column(s) meter_id")
-    prepared = _prepare(readings, meter_enum(meters))
-    return prepared.sort("key", maintain_order=True).collect().lazy()
+    prepared = _prepare(readings, meter_enum(meters)).collect()
+    return _stable_sort(prepared).lazy()
+
+
+def _stable_sort(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` sorted by ``key``, copies with equal keys in input order.
+
+    Readings usually arrive nearly sorted (InfluxDB returns each series in time order; late
+    data is a small tail), so the rows that are not below any earlier key — already in order
+    — are kept as they are, only the others are sorted, and the two are merged. For equal
+    keys the in-order rows came first in the input (a row after a larger key is not in
+    order, nor is any row after it with the same key), so a left-biased merge keeps the
+    input order, exactly as a stable sort of the whole frame does."""
+    key = pl.col("key")
+    in_order = frame.select(key >= key.cum_max()).to_series()
+    late = in_order.len() - in_order.sum()
+    if late == 0:
+        return frame.set_sorted("key")
+    if late > frame.height // 2:
+        return frame.sort("key", maintain_order=True)
+    head = frame.filter(in_order).set_sorted("key")
+    tail = frame.filter(~in_order).sort("key", maintain_order=True)
+    return head.merge_sorted(tail, "key", maintain_order=True)
 
 
 def _sorted_unique(frame: pl.DataFrame) -> pl.DataFrame:

@@ -231,6 +231,41 @@ def test_conflicting_copies_keep_the_last_written(registry_factory) -> None:
     assert events(c).collect().select("kind", "value").rows() == [("conflict", 11.5)]
 
 
+@pytest.mark.parametrize("late_share", [0.0, 0.05, 0.3, 0.9])
+def test_late_copies_keep_the_input_order_whatever_the_share_out_of_order(
+    registry_factory, late_share: float
+) -> None:
+    # in-order rows plus a shuffled tail of late readings and re-deliveries (some with other
+    # values): the kept value is the last written, copies and conflicts as a stable sort says
+    import random
+
+    rnd = random.Random(int(late_share * 100))
+    reg = registry_factory([meter("M"), meter("N")])
+    rows = series("M", T0, range(0, 400, 2)) + series("N", T0, range(0, 300, 3))
+    late = [r for r in rows if rnd.random() < late_share]
+    again = [(m, t, v + rnd.choice([0, 0, 0.5])) for m, t, v in rnd.sample(rows, 40)]
+    tail = late + again
+    rnd.shuffle(tail)
+    written = [r for r in rows if r not in late] + tail
+    got = classify(readings(written), reg.meters).collect()
+    expected = (
+        readings(written)
+        .with_row_index("order")
+        .group_by("meter", "time")
+        .agg(
+            pl.col("value").sort_by("order").last(),
+            pl.len().cast(pl.UInt32).alias("copies"),
+            (pl.col("value").n_unique() > 1).alias("conflict"),
+        )
+        .sort("meter", "time")
+        .collect()
+    )
+    assert_frame_equal(
+        got.select(pl.col("meter").cast(pl.String), "time", "value", "copies", "conflict"),
+        expected,
+    )
+
+
 def test_classified_schema_intervals_and_summary(registry_factory) -> None:
     reg = registry_factory([meter("M", rollover=99), meter("X")])
     c = classify(readings(series("M", T0, [90, 95, 2, 50, 6])), reg.meters)
