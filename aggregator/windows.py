@@ -248,7 +248,9 @@ def _spread(rows: pl.LazyFrame, bins: _Bins, start: str) -> pl.LazyFrame:
     )
 
 
-def _pass(base: pl.LazyFrame, fast: _Fixed, since: int | None) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+def _pass(
+    base: pl.LazyFrame, fast: _Fixed, since: int | None, meter_ids: pl.Series
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """The ONE pass over the classified rows for `fast` bins: (per meter-window sums, the
     rows the fixed arithmetic cannot place). Both read the same plan; `attribute` collects
     them together, so the classification upstream runs once.
@@ -268,46 +270,58 @@ def _pass(base: pl.LazyFrame, fast: _Fixed, since: int | None) -> tuple[pl.LazyF
     key = pl.col("meter").to_physical().cast(pl.Int64) * _CODE_SHIFT + ws + _MS_BIAS
     keyed = base.with_columns(ws.alias("ws"), key.alias("key"))
     ws = pl.col("ws")
-    old = (pl.coalesce(t0, t) < since) if since is not None else pl.lit(False)
-    current = ~old
-    counted = pl.col("counted") & current
-    inside = counted & (t0 >= ws)
-    on_edge = fast.next(ws) == t
     valid = pl.col("valid")
     # the time a valid reading covers (`attribute`): here when it lies in the reading's window
     c0 = pl.col("c0")
-    covers = (c0 >= ws).fill_null(False) & current
-    spans = (c0 < ws).fill_null(False) & current
+    counted = pl.col("counted")
+    covers = (c0 >= ws).fill_null(False)
+    spans = (c0 < ws).fill_null(False)
+    on_edge = fast.next(ws) == t
+    readings, edge, touch_edge = valid & ~on_edge, valid & on_edge, on_edge
+    old: pl.Expr | None = None
+    if since is not None:  # rows before `since` all go to the slow lane
+        old = pl.coalesce(t0, t) < since
+        current = ~old
+        counted, covers, spans = counted & current, covers & current, spans & current
+        readings, edge, touch_edge = readings & current, edge & current, touch_edge & current
+    inside = counted & (t0 >= ws)
+    touch = inside | covers | ~on_edge
+    if old is not None:
+        touch = touch & ~old
     sums = (
         keyed.select(
             "key",
-            "meter",
-            "ws",
             pl.when(inside).then(pl.col("q")).otherwise(0.0).alias("quantity"),
-            (valid & ~on_edge & current).alias("readings"),
-            (valid & on_edge & current).alias("edge"),
-            ((inside | covers | ~on_edge) & current).alias("touch"),
-            (on_edge & current).alias("edge_touch"),
+            readings.alias("readings"),
+            edge.alias("edge"),
+            touch.alias("touch"),
+            touch_edge.alias("edge_touch"),
             pl.when(covers).then(t - c0).otherwise(0).alias("covered"),
         )
         .set_sorted("key")
         .group_by("key")
         .agg(
-            pl.col("meter").first(),
-            pl.col("ws").first(),
             pl.col("quantity").sum(),
             *(pl.col(c).sum().cast(pl.UInt32) for c in ("readings", "edge", "touch", "edge_touch")),
             pl.col("covered").sum(),
         )
+        # meter and window start back from the group key (cheaper than two more aggregations)
+        .with_columns(
+            pl.lit(meter_ids).gather(pl.col("key") // _CODE_SHIFT).alias("meter"),
+            (pl.col("key") % _CODE_SHIFT - _MS_BIAS).alias("ws"),
+        )
     )
-    slow = keyed.filter(old | (counted & (t0 < ws)) | spans).select(
+    lane = counted & (t0 < ws) | spans
+    slow = keyed.filter(lane if old is None else old | lane).select(
         "meter",
         "t",
         "t0",
         "q",
         pl.col("counted"),
-        (valid & old).alias("valid"),  # a spanning interval's reading was counted above
-        pl.when(old | spans).then(c0).alias("c0"),  # coverage not placed above
+        # a spanning interval's reading was counted above
+        (valid & old).alias("valid") if old is not None else pl.lit(False).alias("valid"),
+        # coverage not placed above
+        pl.when(spans if old is None else old | spans).then(c0).alias("c0"),
     )
     return sums, slow
 
@@ -404,7 +418,13 @@ def attribute(
                 _Calendar(tz, "1d"),
                 since_ms if since_ms > 0 else None,
             )
-    lanes = [_pass(base, fast, since) for fast, _, since in plans.values()]
+    meter_ids = pl.Series(enum.categories, dtype=enum)
+    if since_ms > 0 and "1d" in plans:
+        # rows before the zone's last offset change go through the slow lane: none, usually
+        first = base.select(pl.min_horizontal(pl.col("t0").min(), pl.col("t").min())).collect()
+        if first.item() is None or first.item() >= since_ms:
+            plans["1d"] = (*plans["1d"][:2], None)
+    lanes = [_pass(base, fast, since, meter_ids) for fast, _, since in plans.values()]
     collected = pl.collect_all([frame for pair in lanes for frame in pair])
     summed = {
         name: _sum(
