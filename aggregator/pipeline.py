@@ -152,7 +152,7 @@ def _classify_and_attribute(
         classified = classify(readings, meters, rules, rates).collect().lazy()
         return classified, attribute(classified, meters, windows, tz=tz, since=since, until=until)
     # sorted by (meter code, time) once; each part is a contiguous slice of whole meters,
-    # cut at the meter nearest to an equal share of the rows
+    # cut where the meter holding each equal share of the rows begins
     keyed = keyed_readings(readings, meters).collect()
     key = keyed.get_column("key")
     cuts = [0]
