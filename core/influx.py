@@ -234,6 +234,14 @@ def _batched(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+def _release_stream(resp: httpx.Response) -> None:
+    """Drop a read, closed response's stream. httpx 0.28 keeps a response and its stream in a
+    reference cycle (encode/httpx#3733), so the request body and the response content (megabytes
+    per write or query here) live until the cyclic collector runs; an aggregation's peak memory
+    then grew with the number of chunks. Without the cycle they are freed when the response is."""
+    resp.stream = httpx.ByteStream(b"")
+
+
 def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -844,6 +852,7 @@ class InfluxClient:
                     ) from exc
                 raise
             else:
+                _release_stream(resp)
                 status = resp.status_code
                 if status != 429 and (status < 500 or status == 501):
                     return resp

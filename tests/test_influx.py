@@ -7,6 +7,7 @@ backoff computation as a pure function.
 from __future__ import annotations
 
 import email.utils
+import gc
 import gzip
 import threading
 import time
@@ -368,6 +369,32 @@ def test_batching_and_gzip(influx_url: str, database: str) -> None:
             df = c.query("SELECT COUNT(*) FROM meter_reading")
             assert df["count_value"].to_list() == [12_001]
         finally:
+            c.drop_database()
+
+
+@pytest.mark.integration
+def test_request_bodies_and_answers_are_freed_without_the_cyclic_collector(
+    influx_url: str, database: str
+) -> None:
+    """httpx 0.28 keeps a response and its stream in a reference cycle, which held every write
+    body and query answer (megabytes each in the aggregator) until the cyclic collector ran:
+    an aggregation's peak memory grew with its number of chunks. The client breaks the cycle."""
+
+    def alive() -> int:
+        return sum(isinstance(o, httpx.Response) for o in gc.get_objects())
+
+    with InfluxClient(influx_url, database) as c:
+        c.ensure_database()
+        try:
+            gc.collect()
+            gc.disable()  # only reference counting frees what follows
+            before = alive()
+            c.write_body(b"\n".join(b"m value=%d %d" % (i, i) for i in range(2_000)), 2_000)
+            assert c.query("SELECT count(value) FROM m")["count"].to_list() == [2_000]
+            c.ping()
+            assert alive() == before
+        finally:
+            gc.enable()
             c.drop_database()
 
 

@@ -141,3 +141,24 @@ def test_the_peak_rss_is_the_commands_own(tmp_path: Path) -> None:
     )
     assert summary == {"ok": True} and seconds > 0
     assert 1_000_000 < peak < 100_000_000 < len(ballast)
+
+
+@pytest.mark.integration
+def test_the_influx_source_without_ranges() -> None:
+    """The default command line (no --ranges) once failed before measuring anything."""
+    bench = typer.Typer()
+    register_bench(bench)
+
+    @bench.callback()
+    def _group() -> None:
+        """bench"""
+
+    result = CliRunner().invoke(
+        bench,
+        ["aggregate", "--source", "influx", "--meters", "10", "--days", "1", "--rounds", "1",
+         "--json"],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["ranges"] == [] and len(summary["rounds"]) == 1
+    assert summary["readings"] > 0
