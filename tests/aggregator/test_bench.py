@@ -153,11 +153,8 @@ def test_the_influx_source_without_ranges() -> None:
     def _group() -> None:
         """bench"""
 
-    result = CliRunner().invoke(
-        bench,
-        ["aggregate", "--source", "influx", "--meters", "10", "--days", "1", "--rounds", "1",
-         "--json"],  # fmt: skip
-    )
+    args = "aggregate --source influx --meters 10 --days 1 --rounds 1 --json".split()
+    result = CliRunner().invoke(bench, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["ranges"] == [] and len(summary["rounds"]) == 1
