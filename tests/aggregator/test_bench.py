@@ -153,7 +153,18 @@ def test_the_influx_source_without_ranges() -> None:
     def _group() -> None:
         """bench"""
 
-    args = "aggregate --source influx --meters 10 --days 1 --rounds 1 --json".split()
+    args = [
+        "aggregate",
+        "--source",
+        "influx",
+        "--meters",
+        "10",
+        "--days",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+    ]
     result = CliRunner().invoke(bench, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
