@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from greenmon.registry import (
     Registry,
     load_registry,
 )
+from tests.support import write_csv
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 UTC = ZoneInfo("UTC")
@@ -78,19 +78,11 @@ def write_registry(
         enterprises = [
             {"enterprise_id": e, "name": e, "county": "崇川区", "industry": "C3731"} for e in ids
         ]
-    _write(root / "enterprises.csv", ENTERPRISE_HEADER, enterprises)
+    write_csv(root / "enterprises.csv", ENTERPRISE_HEADER, enterprises)
     extra = [k for m in meters for k in m if k not in METER_HEADER]
-    _write(root / "meters.csv", (*METER_HEADER, *dict.fromkeys(extra)), meters)
-    _write(root / "monthly.csv", MONTHLY_HEADER, monthly)
+    write_csv(root / "meters.csv", (*METER_HEADER, *dict.fromkeys(extra)), meters)
+    write_csv(root / "monthly.csv", MONTHLY_HEADER, monthly)
     return load_registry(root)
-
-
-def _write(path: Path, header: Sequence[str], rows: Iterable[dict[str, object]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(header))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in header})
 
 
 def ingested_lines(

@@ -3,7 +3,6 @@ construction (so every expected level can be worked out by hand)."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from greenmon.registry import Registry, load_registry
 from greenmon.rules.alerts.evaluate import DAILY_SCHEMA
 from greenmon.rules.alerts.rulefile import AlertRules, load_alert_rules
+from tests.support import write_csv
 
 ENTERPRISE_HEADER = (
     "enterprise_id", "name", "county", "industry", "land_area_mu", "annual_quota_tce",
@@ -37,14 +37,6 @@ def enterprise(eid: str, county: str, quota: float | str = "", target: float | s
     }  # fmt: skip
 
 
-def _write(path: Path, header: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(header))
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: row.get(k, "") for k in header})
-
-
 def write_registry(
     root: Path,
     enterprises: Sequence[dict[str, Any]],
@@ -54,7 +46,7 @@ def write_registry(
     targets: str | None = None,
 ) -> Registry:
     root.mkdir(parents=True, exist_ok=True)
-    _write(root / "enterprises.csv", ENTERPRISE_HEADER, enterprises)
+    write_csv(root / "enterprises.csv", ENTERPRISE_HEADER, enterprises)
     if meters is None:
         meters = [
             {"meter_id": f"{e['enterprise_id']}-EL", "enterprise_id": e["enterprise_id"],
@@ -62,8 +54,8 @@ def write_registry(
              "raw_material": "false"}
             for e in enterprises
         ]  # fmt: skip
-    _write(root / "meters.csv", METER_HEADER, meters)
-    _write(root / "monthly.csv", MONTHLY_HEADER, monthly)
+    write_csv(root / "meters.csv", METER_HEADER, meters)
+    write_csv(root / "monthly.csv", MONTHLY_HEADER, monthly)
     if targets is not None:
         (root / "targets.csv").write_text(targets, encoding="utf-8")
     return load_registry(root)

@@ -8,7 +8,6 @@ writes the registry to a directory, loads it with the real loader, and returns i
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from greenmon.registry import (
 )
 from greenmon.rules.screening.inputs import DAILY_SCHEMA, Measured
 from greenmon.rules.screening.period import Period
+from tests.support import write_csv
 
 TZ = ZoneInfo("Asia/Shanghai")
 DECLARED = (
@@ -68,14 +68,6 @@ class Firm:
     days_missing: int = 0  # the period's last days without a row
 
 
-def _write(path: Path, header: Sequence[str], rows: Sequence[dict[str, object]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(header))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in header})
-
-
 def _stats(firm: Firm, month: str) -> dict[str, object]:
     row: dict[str, object] = {
         "enterprise_id": firm.id,
@@ -95,7 +87,7 @@ def case(
     root: Path, firms: Sequence[Firm], year: int = 2025, as_of: datetime | None = None
 ) -> tuple[Registry, Measured, Period]:
     root.mkdir(parents=True, exist_ok=True)
-    _write(
+    write_csv(
         root / "enterprises.csv",
         (*ENTERPRISE_COLUMNS, *DECLARED),
         [
@@ -124,7 +116,7 @@ def case(
             meters.append({"meter_id": f"{f.id}-PV", "enterprise_id": f.id,
                            "carrier": "electricity", "unit": "kWh", "kind": "interval",
                            "role": "generation", "raw_material": "false"})  # fmt: skip
-    _write(root / "meters.csv", METER_COLUMNS, meters)
+    write_csv(root / "meters.csv", METER_COLUMNS, meters)
     monthly = []
     for f in firms:
         years = [year - 1, year] if f.previous else [year]
@@ -134,7 +126,7 @@ def case(
                 if row.get("skip"):
                     continue
                 monthly.append(row)
-    _write(root / "monthly.csv", MONTHLY_COLUMNS, monthly)
+    write_csv(root / "monthly.csv", MONTHLY_COLUMNS, monthly)
     registry = load_registry(root)
     period = Period.of(year, as_of)
     days = [period.start + timedelta(days=d) for d in range(period.days)]
