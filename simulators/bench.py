@@ -22,7 +22,6 @@ import contextlib
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import polars as pl
 
 from greenmon.deploy.local import LocalServices, find_binary
+from greenmon.ingest.bench import BenchError, Publisher, forget_session
 from greenmon.simulators.errors import SimulatorError
 from greenmon.simulators.faults import FaultSpec
 from greenmon.simulators.fleet import generate_fleet
@@ -171,22 +171,17 @@ def c_limit(mqtt_url: str, messages: pl.DataFrame, processes: int, scratch: Path
         stderr=subprocess.PIPE,
     )
     pub_cmd = [find_binary("mosquitto_pub"), *common, "-l", "-M", "100", "--quiet"]
-    pubs = [
-        subprocess.Popen(
-            [*pub_cmd, "-t", f"greenmon-bench/limit/{k}", "-i", f"greenmon-bench-limit-pub-{k}"],
-            stdin=subprocess.PIPE,
-        )
-        for k in range(parts)
-    ]
+    pubs: list[Publisher] = []
     try:
-        time.sleep(0.5)  # connected before the clock starts (start-up is not measured)
-        feeders = [
-            threading.Thread(target=_feed, args=(pub, path), daemon=True)
-            for pub, path in zip(pubs, files, strict=True)
-        ]
+        try:  # each connected before the clock starts (start-up is not measured)
+            for k, path in enumerate(files):
+                topic = ("-t", f"greenmon-bench/limit/{k}", "-i", f"greenmon-bench-limit-pub-{k}")
+                pubs.append(Publisher([*pub_cmd, *topic], path))
+        except BenchError as exc:
+            raise SimulatorError(str(exc)) from exc
         started = time.perf_counter()
-        for feeder in feeders:
-            feeder.start()
+        for pub in pubs:
+            pub.start()
         try:
             _, err = sub.communicate(timeout=600)
         except subprocess.TimeoutExpired as exc:
@@ -197,27 +192,9 @@ def c_limit(mqtt_url: str, messages: pl.DataFrame, processes: int, scratch: Path
         return elapsed
     finally:
         for pub in pubs:  # stdin stays open until all arrived: mosquitto_pub drops its queue
-            with contextlib.suppress(OSError):
-                if pub.stdin is not None:
-                    pub.stdin.close()
-            try:
-                pub.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pub.kill()
-                pub.wait()
+            pub.close()
         if sub.poll() is None:
             sub.kill()
             sub.wait()
-        # end the persistent session (a clean start discards it)
         with contextlib.suppress(subprocess.SubprocessError, OSError):
-            subprocess.run([find_binary("mosquitto_sub"), *common, "-t", "greenmon-bench/none",
-                            "-i", sub_id, "-V", "mqttv5", "-E"], timeout=30,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
-
-
-def _feed(pub: subprocess.Popen[bytes], path: Path) -> None:
-    assert pub.stdin is not None
-    with path.open("rb") as fh, contextlib.suppress(BrokenPipeError):
-        while chunk := fh.read(1 << 20):
-            pub.stdin.write(chunk)
-        pub.stdin.flush()
+            forget_session(int(port), sub_id)
